@@ -1,0 +1,103 @@
+#pragma once
+/// @file
+/// Multi-head scaled dot-product attention on the CPU, blocked over queries so that no full Lq x Lk
+/// score matrix is ever materialised: each task holds the scores of one block of queries (about 1 MB)
+/// for one head, which stays in L2 between the two GEMMs.
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#ifndef FD_CPU_OPS_INTERNAL
+#define FD_CPU_OPS_INTERNAL
+#endif
+#include "fd/backend/cpu/detail/check.hpp"
+#include "fd/backend/cpu/detail/sgemm.hpp"
+#include "fd/backend/cpu/detail/vec_math.hpp"
+
+namespace fd::backend {
+
+namespace cpu::detail {
+
+// q/k/v are [B, L, H*d] with contiguous rows; row stride may exceed H*d (views into a fused QKV).
+inline void check_attention_operand(char const* what, Tensor<Cpu> const& t, std::int64_t b, std::int64_t hd) {
+  require_f32("attention", what, t);
+  require_rank("attention", what, t, 3);
+  if (t.dim(0) != b || t.dim(2) != hd || t.strides()[2] != 1 || t.strides()[1] < hd) {
+    fail(Errc::kShapeMismatch, std::string("attention: ") + what + " " + t.shape().str() +
+                                   " does not match batch " + std::to_string(b) + " and width " + std::to_string(hd));
+  }
+}
+
+}  // namespace cpu::detail
+
+/// o[B, Lq, H*d] = concat_h softmax(scale * q_h k_h^T) v_h, head h owning channels [h*d, (h+1)*d).
+/// @pre q [B, Lq, H*d], k and v [B, Lk, H*d]; rows contiguous (row strides may be larger).
+inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> const& k, Tensor<Cpu> const& v, int heads,
+                             float scale) {
+  using namespace cpu::detail;
+  if (q.rank() != 3) fail(Errc::kShapeMismatch, "attention: query must be [B, L, C], got " + q.shape().str());
+  std::int64_t const b = q.dim(0), lq = q.dim(1), hd = q.dim(2);
+  if (heads <= 0 || hd % heads != 0) {
+    fail(Errc::kShapeMismatch, "attention: width " + std::to_string(hd) + " not divisible into " +
+                                   std::to_string(heads) + " heads");
+  }
+  check_attention_operand("query", q, b, hd);
+  check_attention_operand("key", k, b, hd);
+  check_attention_operand("value", v, b, hd);
+  std::int64_t const lk = k.dim(1);
+  if (v.dim(1) != lk) fail(Errc::kShapeMismatch, "attention: key " + k.shape().str() + " vs value " + v.shape().str());
+  std::int64_t const d = hd / heads;
+  Tensor<Cpu> o = Tensor<Cpu>::empty(be, {b, lq, hd});
+  if (lq == 0 || b == 0) return o;
+  if (lk == 0) fail(Errc::kShapeMismatch, "attention: empty key sequence");
+
+  // About 256K scores (1 MB) per task: fits L2 and still gives the GEMMs enough rows.
+  std::int64_t const bq = std::clamp<std::int64_t>((std::int64_t{1} << 18) / lk, 16, 512);
+  std::int64_t const qblocks = (lq + bq - 1) / bq;
+  std::int64_t const tasks = b * heads * qblocks;
+  float const* qd = q.data<float>();
+  float const* kd = k.data<float>();
+  float const* vd = v.data<float>();
+  float* od = o.data<float>();
+  std::int64_t const qs0 = q.strides()[0], qs1 = q.strides()[1];
+  std::int64_t const ks0 = k.strides()[0], ks1 = k.strides()[1];
+  std::int64_t const vs0 = v.strides()[0], vs1 = v.strides()[1];
+  int const nt = static_cast<int>(std::min<std::int64_t>(be.threads(), tasks));
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> scores(static_cast<std::size_t>(bq * lk));
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < tasks; ++task) {
+      std::int64_t const qb = task % qblocks;
+      std::int64_t const h = (task / qblocks) % heads;
+      std::int64_t const bi = task / (qblocks * heads);
+      std::int64_t const q0 = qb * bq, rows = std::min(bq, lq - q0);
+      float const* qp = qd + bi * qs0 + q0 * qs1 + h * d;
+      float const* kp = kd + bi * ks0 + h * d;
+      float const* vp = vd + bi * vs0 + h * d;
+      float* s = scores.data();
+      sgemm(false, true, rows, lk, d, scale, qp, qs1, kp, ks1, 0.0f, s, lk, 1);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        float* row = s + r * lk;
+        float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+        for (std::int64_t j = 0; j < lk; ++j) m = std::max(m, row[j]);
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (std::int64_t j = 0; j < lk; ++j) {
+          float const e = exp_f32(row[j] - m);
+          row[j] = e;
+          sum += e;
+        }
+        float const inv = 1.0f / sum;
+#pragma omp simd
+        for (std::int64_t j = 0; j < lk; ++j) row[j] *= inv;
+      }
+      sgemm(false, false, rows, d, lk, 1.0f, s, lk, vp, vs1, 0.0f, od + bi * lq * hd + q0 * hd + h * d, hd, 1);
+    }
+  }
+  return o;
+}
+
+}  // namespace fd::backend

@@ -1,0 +1,14 @@
+#pragma once
+/// @file
+/// Umbrella header for users. Library code includes the specific headers it needs.
+
+#include "fd/config.hpp"
+#include "fd/error.hpp"
+#include "fd/core/dtype.hpp"
+#include "fd/core/shape.hpp"
+#include "fd/core/tensor.hpp"
+#include "fd/backend/traits.hpp"
+#include "fd/backend/cpu/ops.hpp"
+#include "fd/io/safetensors.hpp"
+#include "fd/io/checkpoint.hpp"
+#include "fd/models/unet/unet.hpp"
