@@ -53,14 +53,20 @@ constexpr std::string_view errc_id(Errc e) noexcept {
 /// @endcode
 class error : public std::runtime_error {
  public:
-  error(Errc code, std::string const& message)
-      : std::runtime_error("[" + std::string(errc_id(code)) + "] " + message), code_(code), message_(message) {}
+  error(Errc code, std::string const& message) : std::runtime_error(compose(code, message)), code_(code), message_(message) {}
 
   Errc code() const noexcept { return code_; }
   /// The message without the "[fd.id] " prefix.
   std::string const& message() const noexcept { return message_; }
 
  private:
+  static std::string compose(Errc code, std::string const& message) {
+    std::string s;
+    s.reserve(message.size() + 24);
+    s.append("[").append(errc_id(code)).append("] ").append(message);
+    return s;
+  }
+
   Errc code_;
   std::string message_;
 };

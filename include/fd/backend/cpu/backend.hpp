@@ -3,6 +3,8 @@
 /// The CPU backend: host memory from a size-keyed pool, OpenMP threads with a settable count.
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -139,10 +141,17 @@ class Cpu {
   /// Frees the pooled buffers not in use (e.g. after loading, before a long run).
   void trim_pool() const noexcept { state_->pool.trim(); }
 
+  /// Floating-point operations issued by the matrix-product ops (2 per multiply-add) since the last
+  /// reset: what benchmarks divide by time to report achieved GFLOP/s.
+  std::uint64_t flops() const noexcept { return state_->flops.load(std::memory_order_relaxed); }
+  void reset_flops() const noexcept { state_->flops.store(0, std::memory_order_relaxed); }
+  void add_flops(std::uint64_t n) const noexcept { state_->flops.fetch_add(n, std::memory_order_relaxed); }
+
  private:
   struct State {
     detail::HostPool pool;
     int threads = 1;
+    std::atomic<std::uint64_t> flops{0};
   };
   std::shared_ptr<State> state_;
 };

@@ -64,6 +64,7 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
   std::int64_t const ks0 = k.strides()[0], ks1 = k.strides()[1];
   std::int64_t const vs0 = v.strides()[0], vs1 = v.strides()[1];
   int const nt = static_cast<int>(std::min<std::int64_t>(be.threads(), tasks));
+  be.add_flops(static_cast<std::uint64_t>(4 * b * lq * lk * hd));
 #pragma omp parallel num_threads(nt)
   {
     std::vector<float> scores(static_cast<std::size_t>(bq * lk));

@@ -60,6 +60,7 @@ inline Tensor<Cpu> conv2d(Cpu const& be, Tensor<Cpu> const& x, Tensor<Cpu> const
   Tensor<Cpu> col;
   if (!pointwise) col = Tensor<Cpu>::empty(be, {kdim, hw_out});
   int const nt = be.threads();
+  be.add_flops(static_cast<std::uint64_t>(2 * n * cout * kdim * hw_out));
   float const* xd = x.data<float>();
   float* od = out.data<float>();
   for (std::int64_t b = 0; b < n; ++b) {

@@ -58,6 +58,7 @@ inline Tensor<Cpu> linear(Cpu const& be, Tensor<Cpu> const& x, Tensor<Cpu> const
     std::memcpy(y.data<float>(), residual.data<float>(), y.nbytes());
     beta = 1.0f;
   }
+  be.add_flops(static_cast<std::uint64_t>(2 * rows * n * k));
   sgemm_bias(false, true, rows, n, k, xs.data<float>(), ld, w.data<float>(), k, beta, y.data<float>(), n,
              bias.defined() ? bias.data<float>() : nullptr, true, be.threads());
   return y;
@@ -75,6 +76,7 @@ inline Tensor<Cpu> channels_to_tokens(Cpu const& be, Tensor<Cpu> const& x, Tenso
   require_numel("channels_to_tokens", "weight", w, d * c);
   if (bias.defined()) require_numel("channels_to_tokens", "bias", bias, d);
   Tensor<Cpu> y = Tensor<Cpu>::empty(be, {n, hw, d});
+  be.add_flops(static_cast<std::uint64_t>(2 * n * hw * d * c));
   for (std::int64_t b = 0; b < n; ++b) {
     sgemm_bias(true, true, hw, d, c, x.data<float>() + b * c * hw, hw, w.data<float>(), c, 0.0f,
                y.data<float>() + b * hw * d, d, bias.defined() ? bias.data<float>() : nullptr, true, be.threads());
@@ -100,6 +102,7 @@ inline Tensor<Cpu> tokens_to_channels(Cpu const& be, Tensor<Cpu> const& t, Tenso
                                    t.shape().str() + " and weight " + w.shape().str());
   }
   Tensor<Cpu> y = residual.clone(be);
+  be.add_flops(static_cast<std::uint64_t>(2 * n * hw * d * c));
   for (std::int64_t b = 0; b < n; ++b) {
     sgemm_bias(false, true, c, hw, d, w.data<float>(), d, t.data<float>() + b * hw * d, d, 1.0f,
                y.data<float>() + b * c * hw, hw, bias.defined() ? bias.data<float>() : nullptr, false, be.threads());

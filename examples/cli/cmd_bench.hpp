@@ -1,0 +1,86 @@
+#pragma once
+// `fasterdiffusion bench`: times a UNet forward at real shapes with random weights (no checkpoint
+// needed) and reports seconds per forward and achieved GFLOP/s, plus the encoder/decoder split.
+
+#include <CLI/CLI.hpp>
+
+#include <fd/nn/init.hpp>
+
+#include "cli_common.hpp"
+
+namespace fdcli {
+
+struct BenchArgs {
+  std::string config = "sd15";
+  int batch = 2, height = 64, width = 64, context_len = 77;
+  int threads = 0, warmup = 1, repeat = 3;
+};
+
+inline fd::models::UNetConfig bench_config(std::string const& name) {
+  if (name == "sd15") return fd::models::UNetConfig::sd15();
+  if (name == "sd21") return fd::models::UNetConfig::sd21();
+  return fd::models::UNetConfig::from_file(name);
+}
+
+inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>& run) {
+  auto* cmd = app.add_subcommand("bench", "Time one UNet forward at real shapes with random weights");
+  cmd->add_option("--config", a.config, "sd15, sd21, or a unet config.json")->capture_default_str();
+  cmd->add_option("--batch", a.batch, "batch (2 = one image with classifier-free guidance)")->capture_default_str();
+  cmd->add_option("--height", a.height, "latent height")->capture_default_str();
+  cmd->add_option("--width", a.width, "latent width")->capture_default_str();
+  cmd->add_option("--context-len", a.context_len, "text tokens")->capture_default_str();
+  cmd->add_option("--threads", a.threads, "CPU threads (0 = all)");
+  cmd->add_option("--warmup", a.warmup, "untimed forwards first")->capture_default_str();
+  cmd->add_option("--repeat", a.repeat, "timed forwards")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->callback([&run, &a] {
+    run = [&a] {
+      Backend be{{.threads = a.threads}};
+      fd::models::UNetConfig cfg = bench_config(a.config);
+      double const t_build = now_ms();
+      fd::models::UNet2DCondition<Backend> unet(be, cfg);
+      fd::nn::init_random(be, unet, 1);
+      std::size_t params = 0;
+      unet.visit([&](std::string const&, Tensor& t) { params += static_cast<std::size_t>(t.numel()); });
+      std::printf("model: %s, %.1f M parameters (random), built in %.1f s; threads %d\n", a.config.c_str(),
+                  static_cast<double>(params) / 1e6, (now_ms() - t_build) / 1e3, be.threads());
+
+      Tensor x = Tensor::empty(be, {a.batch, cfg.in_channels, a.height, a.width});
+      Tensor ctx = Tensor::empty(be, {a.batch, a.context_len, cfg.cross_attention_dim[0]});
+      {
+        std::vector<float> v(static_cast<std::size_t>(x.numel()));
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = fd::nn::detail::approx_normal(7, i);
+        Tensor::from_host(be, x.shape(), v).copy_to(be, x);
+        std::vector<float> c(static_cast<std::size_t>(ctx.numel()));
+        for (std::size_t i = 0; i < c.size(); ++i) c[i] = fd::nn::detail::approx_normal(8, i);
+        Tensor::from_host(be, ctx.shape(), c).copy_to(be, ctx);
+      }
+      float const t = 801.0f;
+      for (int i = 0; i < a.warmup; ++i) unet.forward(x, {&t, 1}, ctx);
+      std::vector<double> full, enc, dec;
+      std::uint64_t flops = 0;
+      for (int i = 0; i < a.repeat; ++i) {
+        be.reset_flops();
+        double const t0 = now_ms();
+        auto f = unet.encode(x, {&t, 1}, ctx);
+        double const t1 = now_ms();
+        Tensor y = unet.decode(f, {&t, 1}, ctx);
+        double const t2 = now_ms();
+        flops = be.flops();
+        enc.push_back(t1 - t0);
+        dec.push_back(t2 - t1);
+        full.push_back(t2 - t0);
+      }
+      Timing const tf = summarize(full), te = summarize(enc), td = summarize(dec);
+      double const gflop = static_cast<double>(flops) / 1e9;
+      std::printf("unet forward [%d, %d, %d, %d], context [%d, %d, %d]: median %.3f s, min %.3f s over %d runs\n",
+                  a.batch, cfg.in_channels, a.height, a.width, a.batch, a.context_len, cfg.cross_attention_dim[0],
+                  tf.median_ms / 1e3, tf.min_ms / 1e3, a.repeat);
+      std::printf("  encoder median %.3f s, decoder median %.3f s (decoder share %.1f %%)\n", te.median_ms / 1e3,
+                  td.median_ms / 1e3, 100.0 * td.median_ms / tf.median_ms);
+      std::printf("  %.1f GFLOP per forward (matrix products), %.1f GFLOP/s at the median\n", gflop,
+                  gflop / (tf.median_ms / 1e3));
+    };
+  });
+}
+
+}  // namespace fdcli

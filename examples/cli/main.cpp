@@ -1,0 +1,36 @@
+// fasterdiffusion: the command-line front end of FasterDiffusion C++.
+
+#include <cstdio>
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+#include "cmd_bench.hpp"
+#include "cmd_unet.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"fasterdiffusion: diffusion UNets with FasterDiffusion encoder propagation"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::to_string(fd::kVersionMajor) + "." + std::to_string(fd::kVersionMinor) +
+                                        "." + std::to_string(fd::kVersionPatch));
+  std::function<void()> run;
+  fdcli::UnetArgs unet_args;
+  fdcli::add_unet_command(app, unet_args, run);
+  fdcli::BenchArgs bench_args;
+  fdcli::add_bench_command(app, bench_args, run);
+  try {
+    app.parse(argc, argv);
+  } catch (CLI::ParseError const& e) {
+    return app.exit(e);
+  }
+  try {
+    if (run) run();
+  } catch (fd::error const& e) {
+    std::fprintf(stderr, "fasterdiffusion: %s\n", e.what());
+    return 1;
+  } catch (std::exception const& e) {
+    std::fprintf(stderr, "fasterdiffusion: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
