@@ -52,7 +52,8 @@ inline void add_unet_command(CLI::App& app, UnetArgs& a, std::function<void()>& 
       Tensor const ctx = require_input(be, in, "encoder_hidden_states");
       std::vector<float> const t = input_values(be, in, "timestep");
 
-      auto feats = unet.encode(x, t, ctx);
+      // Shape errors from the model name the inputs file they came from.
+      auto feats = fd::with_context(a.inputs, [&] { return unet.encode(x, t, ctx); });
       std::vector<std::pair<std::string, Tensor>> out;
       std::vector<float> per_sample = t.size() == 1 ? std::vector<float>(static_cast<std::size_t>(x.dim(0)), t[0]) : t;
       out.emplace_back("out", unet.decode_rows(feats, per_sample, ctx));

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cmd_bench.hpp"
+#include "cmd_compare.hpp"
 #include "cmd_unet.hpp"
 
 int main(int argc, char** argv) {
@@ -18,6 +19,9 @@ int main(int argc, char** argv) {
   fdcli::add_unet_command(app, unet_args, run);
   fdcli::BenchArgs bench_args;
   fdcli::add_bench_command(app, bench_args, run);
+  int exit_code = 0;
+  fdcli::CompareArgs compare_args;
+  fdcli::add_compare_command(app, compare_args, run, exit_code);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {
@@ -32,5 +36,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fasterdiffusion: internal error: %s\n", e.what());
     return 2;
   }
-  return 0;
+  return exit_code;
 }

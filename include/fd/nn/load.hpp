@@ -22,6 +22,12 @@ void load_parameters(B const& be, Module& module, io::Checkpoint& ckpt, std::str
           fail(Errc::kMissingTensor, ckpt.path().string() + ": missing tensor '" + full + "' (expected shape " +
                                          dst.shape().str() + ")");
         }
+        // Integer weights would convert silently; no real checkpoint stores them, so it is corruption.
+        DType const stored = ckpt.info(full).dtype;
+        if (!is_floating(stored)) {
+          fail(Errc::kDTypeMismatch, ckpt.file_of(full).string() + ": tensor '" + full + "' is " +
+                                         std::string(dtype_name(stored)) + "; weights must be F32, F16 or BF16");
+        }
         Tensor<B> src = ckpt.load(be, full, dst.shape(), dst.dtype());
         src.copy_to(be, dst);
       },
