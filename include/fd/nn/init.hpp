@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "fd/backend/traits.hpp"
 #include "fd/core/tensor.hpp"
 
 namespace fd::nn {
@@ -39,21 +40,26 @@ void init_random(B const& be, Module& module, std::uint64_t seed = 0) {
   std::uint64_t stream = seed * 1000003ull;
   module.visit(
       [&](std::string const& name, Tensor<B>& t) {
-        std::vector<float> v(static_cast<std::size_t>(t.numel()));
         std::int64_t const n = t.numel();
         std::uint64_t const s = ++stream;
-        if (t.rank() >= 2) {
-          float const scale = 1.0f / std::sqrt(static_cast<float>(n / t.dim(0)));
+        bool const matrix = t.rank() >= 2;
+        float const scale = matrix ? 1.0f / std::sqrt(static_cast<float>(n / t.dim(0))) : 1.0f;
+        bool const norm_weight = !matrix && name.find("norm") != std::string::npos && name.ends_with("weight");
+        auto value = [&](std::int64_t i) {
+          float const z = detail::approx_normal(s, static_cast<std::uint64_t>(i));
+          return matrix ? z * scale : (norm_weight ? 1.0f + 0.1f * z : 0.05f * z);
+        };
+        if constexpr (backend::HostBackend<B>) {
+          if (t.is_contiguous() && t.dtype() == DType::kF32) {
+            float* d = t.template data<float>();
 #pragma omp parallel for schedule(static)
-          for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = detail::approx_normal(s, static_cast<std::uint64_t>(i)) * scale;
-        } else {
-          bool const norm_weight = name.find("norm") != std::string::npos && name.ends_with("weight");
-          for (std::int64_t i = 0; i < n; ++i) {
-            float const z = detail::approx_normal(s, static_cast<std::uint64_t>(i));
-            v[static_cast<std::size_t>(i)] = norm_weight ? 1.0f + 0.1f * z : 0.05f * z;
+            for (std::int64_t i = 0; i < n; ++i) d[i] = value(i);
+            return;
           }
         }
-        Tensor<B>::from_host(be, t.shape(), v).copy_to(be, t);
+        std::vector<float> v(static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = value(i);
+        Tensor<B>::from_host(be, t.shape(), v).to(be, t.dtype()).copy_to(be, t);
       },
       std::string());
 }

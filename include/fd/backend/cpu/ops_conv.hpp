@@ -31,11 +31,13 @@ inline Tensor<Cpu> conv2d(Cpu const& be, Tensor<Cpu> const& x, Tensor<Cpu> const
     fail(Errc::kShapeMismatch, "conv2d: input has " + std::to_string(cin) + " channels, weight " + w.shape().str());
   }
   if (p.stride < 1 || p.padding < 0) fail(Errc::kInvalidArgument, "conv2d: bad stride/padding");
-  std::int64_t const ho = (h + 2 * p.padding - kh) / p.stride + 1;
-  std::int64_t const wo = (wd + 2 * p.padding - kw) / p.stride + 1;
-  if (ho <= 0 || wo <= 0) {
+  // Checked before dividing: with stride > 1, a negative (H + 2p - kh) would truncate to 0 and
+  // yield one output row instead of an error.
+  if (h + 2 * p.padding < kh || wd + 2 * p.padding < kw) {
     fail(Errc::kShapeMismatch, "conv2d: input " + x.shape().str() + " too small for kernel " + w.shape().str());
   }
+  std::int64_t const ho = (h + 2 * p.padding - kh) / p.stride + 1;
+  std::int64_t const wo = (wd + 2 * p.padding - kw) / p.stride + 1;
   if (bias.defined()) {
     require_contiguous_f32("conv2d", "bias", bias);
     require_numel("conv2d", "bias", bias, cout);

@@ -74,7 +74,10 @@ inline Tensor<Cpu> channels_to_tokens(Cpu const& be, Tensor<Cpu> const& x, Tenso
   require_rank("channels_to_tokens", "input", x, 4);
   std::int64_t const n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3), d = w.dim(0);
   require_numel("channels_to_tokens", "weight", w, d * c);
-  if (bias.defined()) require_numel("channels_to_tokens", "bias", bias, d);
+  if (bias.defined()) {
+    require_contiguous_f32("channels_to_tokens", "bias", bias);
+    require_numel("channels_to_tokens", "bias", bias, d);
+  }
   Tensor<Cpu> y = Tensor<Cpu>::empty(be, {n, hw, d});
   be.add_flops(static_cast<std::uint64_t>(2 * n * hw * d * c));
   for (std::int64_t b = 0; b < n; ++b) {
@@ -96,7 +99,10 @@ inline Tensor<Cpu> tokens_to_channels(Cpu const& be, Tensor<Cpu> const& t, Tenso
   require_rank("tokens_to_channels", "residual", residual, 4);
   std::int64_t const n = t.dim(0), hw = t.dim(1), d = t.dim(2), c = w.dim(0);
   require_numel("tokens_to_channels", "weight", w, c * d);
-  if (bias.defined()) require_numel("tokens_to_channels", "bias", bias, c);
+  if (bias.defined()) {
+    require_contiguous_f32("tokens_to_channels", "bias", bias);
+    require_numel("tokens_to_channels", "bias", bias, c);
+  }
   if (residual.dim(0) != n || residual.dim(1) != c || residual.dim(2) * residual.dim(3) != hw) {
     fail(Errc::kShapeMismatch, "tokens_to_channels: residual " + residual.shape().str() + " does not match tokens " +
                                    t.shape().str() + " and weight " + w.shape().str());
