@@ -20,6 +20,11 @@ cmake --build "${build_dir}" -j"${jobs}" --target fasterdiffusion
 cli="${build_dir}/examples/cli/fasterdiffusion"
 
 # DEMO COMMANDS ---------------------------------------------------------------------------------
-# Replace the placeholder below with the demo's run commands; ${cli} is the built CLI.
-"${cli}" --help
+fixtures="${FD_FIXTURES_DIR:-${root}/../shared/fixtures}"
+model="${fixtures}/unet_tiny_sd"
+out="${build_dir}/demo_unet_out.safetensors"
+echo "demo.sh: UNet forward, encoder/decoder split and a 3-timestep parallel decoder call on ${model}"
+"${cli}" unet --model "${model}" --inputs "${model}/unet_tiny_sd_io.safetensors" --output "${out}" --repeat 5
+echo "demo.sh: parity with diffusers 0.23 (golden fixture), tolerance 1e-4 of each tensor's max"
+"${cli}" compare "${out}" "${model}/unet_tiny_sd_io.safetensors" --rtol 1e-4
 # END DEMO COMMANDS -----------------------------------------------------------------------------

@@ -623,7 +623,10 @@ class SafeTensorsFile {
     for (TensorInfo const* t : order) {
       if (reach != nullptr && t->begin < reach->end) {
         auto span_of = [](TensorInfo const* x) {
-          return "[" + std::to_string(x->begin) + ", " + std::to_string(x->end) + "]";
+          // Built with append: GCC 12 warns (-Wrestrict, a false positive) on "[" + std::string&&.
+          std::string s("[");
+          s.append(std::to_string(x->begin)).append(", ").append(std::to_string(x->end)).append("]");
+          return s;
         };
         bad("tensors " + detail::quoted(reach->name) + " " + span_of(reach) + " and " + detail::quoted(t->name) +
             " " + span_of(t) + " overlap");

@@ -42,16 +42,19 @@ inline constexpr int vec_len = 16;  // floats per SIMD register
 inline constexpr int tile_rows = 8;  // MR
 inline constexpr int tile_vecs = 3;  // maximum NR / vec_len
 inline constexpr bool can_read_a_in_place = true;
+inline constexpr bool can_read_b_in_place = true;
 #elif defined(__AVX2__) && defined(__FMA__)
 inline constexpr int vec_len = 8;
 inline constexpr int tile_rows = 6;  // 6 x 16 uses 12 of the 16 ymm registers for accumulators
 inline constexpr int tile_vecs = 2;
 inline constexpr bool can_read_a_in_place = false;
+inline constexpr bool can_read_b_in_place = false;
 #else
 inline constexpr int vec_len = 8;
 inline constexpr int tile_rows = 4;
 inline constexpr int tile_vecs = 2;
 inline constexpr bool can_read_a_in_place = false;
+inline constexpr bool can_read_b_in_place = false;
 #endif
 
 inline constexpr long panel_cols_max = long{vec_len} * tile_vecs;
@@ -59,6 +62,8 @@ inline constexpr long kc_max = 384;               // 8 x 384 x 4 B = 12 KB A mic
 inline constexpr long l2_block_bytes = 512 * 1024;  // packed B block; half of L2 leaves room for C and A
 inline constexpr long max_in_place_panels = 2;      // A reuse count at or below which packing A is skipped
 inline constexpr long max_block_panels = 96;        // caps the B block width when K is tiny
+inline constexpr long mc_max = 1024;                // rows of A packed per K block (read back from L2/L3)
+inline constexpr long max_in_place_b_rows = 512;    // B reuse (rows) at or below which packing B is skipped
 
 enum class bias_kind : int { none, per_row, per_column };
 
@@ -261,22 +266,10 @@ inline void pack_a_cols_avx512(const problem& p, long i0, long m, long pc, long 
   }
 }
 
-inline void pack_b_avx512(const problem& p, long j0, long width, int nv, long pc, long kc, float* dst) noexcept {
+/// Packs one column panel of a transposed B (stored [N, K]): 16 columns x 16 k at a time through an
+/// in-register transpose, so the strided gather costs a fraction of a cycle per element.
+inline void pack_b_trans_avx512(const problem& p, long j0, long width, int nv, long pc, long kc, float* dst) noexcept {
   long const stride = long{nv} * 16;
-  if (!p.trans_b) {
-    const float* src = p.B + pc * p.ldb + j0;
-    if (width == stride) {
-      for (long k = 0; k < kc; ++k)
-        for (int v = 0; v < nv; ++v) _mm512_store_ps(dst + k * stride + 16 * v, _mm512_loadu_ps(src + k * p.ldb + 16 * v));
-    } else {
-      for (long k = 0; k < kc; ++k)
-        for (int v = 0; v < nv; ++v)
-          _mm512_store_ps(dst + k * stride + 16 * v,
-                          _mm512_maskz_loadu_ps(tail_mask(width - 16 * v), src + k * p.ldb + 16 * v));
-    }
-    return;
-  }
-  // B stored [N, K]: 16 columns x 16 k at a time through an in-register transpose.
   for (int v = 0; v < nv; ++v) {
     long const cols = std::min<long>(16, width - 16 * v);
     const float* src = p.B + (j0 + 16 * v) * p.ldb + pc;
@@ -292,12 +285,14 @@ inline void pack_b_avx512(const problem& p, long j0, long width, int nv, long pc
   }
 }
 
-/// Micro-kernel: C[0:M, 0:16*NV] (last vector masked by `tail`) op= A[0:M, 0:kc] * Bpanel.
+/// Micro-kernel: C[0:M, 0:16*NV] (last vector masked by `tail`) op= A[0:M, 0:kc] * B[0:kc, 0:16*NV].
 /// RowA: A is read in place from a row-major matrix (element (i, k) at a[i * as + k]);
 /// otherwise element (i, k) is at a[k * as + i] (packed panel with as = 8, or transposed A in place).
+/// B row k starts at b + k * bs (a packed panel, or a non-transposed B in place; its last vector is
+/// loaded under `tail` so an in-place B is never read past its last column).
 template <int M, int NV, bool RowA>
-inline void micro_kernel_avx512(long kc, const float* __restrict a, long as, const float* __restrict b, float* c, long ldc,
-                         const tile_epilogue& ep, __mmask16 tail) noexcept {
+inline void micro_kernel_avx512(long kc, const float* __restrict a, long as, const float* __restrict b, long bs,
+                                float* c, long ldc, const tile_epilogue& ep, __mmask16 tail) noexcept {
   __m512 acc[M][NV];
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i)
@@ -313,12 +308,12 @@ inline void micro_kernel_avx512(long kc, const float* __restrict a, long as, con
     }
   }
 
-  long const b_stride = 16 * NV;
 #pragma GCC unroll 4
   for (long k = 0; k < kc; ++k) {
     __m512 bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+    for (int v = 0; v < NV; ++v)
+      bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(tail, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
       __m512 const av = _mm512_set1_ps(RowA ? a[i * as + k] : a[i]);
@@ -326,7 +321,7 @@ inline void micro_kernel_avx512(long kc, const float* __restrict a, long as, con
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
     }
     if (!RowA) a += as;
-    b += b_stride;
+    b += bs;
   }
 
   if (ep.alpha == 1.0f && ep.bias == bias_kind::none && (ep.beta == 0.0f || ep.beta == 1.0f)) {
@@ -373,7 +368,8 @@ inline void micro_kernel_avx512(long kc, const float* __restrict a, long as, con
     }
 }
 
-using kernel_fn = void (*)(long, const float*, long, const float*, float*, long, const tile_epilogue&, __mmask16);
+using kernel_fn = void (*)(long, const float*, long, const float*, long, float*, long, const tile_epilogue&,
+                           __mmask16);
 
 template <bool RowA, std::size_t... I>
 constexpr std::array<kernel_fn, sizeof...(I)> make_kernel_table(std::index_sequence<I...>) {
@@ -383,11 +379,11 @@ constexpr std::array<kernel_fn, sizeof...(I)> make_kernel_table(std::index_seque
 inline constexpr auto kernels_packed = make_kernel_table<false>(std::make_index_sequence<tile_rows * tile_vecs>{});
 inline constexpr auto kernels_rows = make_kernel_table<true>(std::make_index_sequence<tile_rows * tile_vecs>{});
 
-inline void run_kernel(long m, long kc, const float* a, long as, bool row_a, const float* b, const col_panel& cp,
-                       float* c, long ldc, const tile_epilogue& ep) noexcept {
+inline void run_kernel(long m, long kc, const float* a, long as, bool row_a, const float* b, long bs,
+                       const col_panel& cp, float* c, long ldc, const tile_epilogue& ep) noexcept {
   std::size_t const idx = std::size_t((m - 1) * tile_vecs + (cp.nv - 1));
   __mmask16 const tail = tail_mask(cp.width - 16L * (cp.nv - 1));
-  (row_a ? kernels_rows : kernels_packed)[idx](kc, a, as, b, c, ldc, ep, tail);
+  (row_a ? kernels_rows : kernels_packed)[idx](kc, a, as, b, bs, c, ldc, ep, tail);
 }
 
 inline void pack_a(const problem& p, long i0, long m, long pc, long kc, float* dst) noexcept {
@@ -397,8 +393,35 @@ inline void pack_a(const problem& p, long i0, long m, long pc, long kc, float* d
     pack_a_rows_avx512(p, i0, m, pc, kc, dst);
 }
 
-inline void pack_b(const problem& p, long j0, long width, int nv, long pc, long kc, float* dst) noexcept {
-  pack_b_avx512(p, j0, width, nv, pc, kc, dst);
+/// Packs every column panel of a B block. Non-transposed B is walked row by row across all panels so
+/// each k reads one contiguous stretch (DRAM pages and prefetchers favour that over panel-by-panel).
+inline void pack_b_block(const problem& p, long j0, const col_panel* panels, long npan, long pc, long kc,
+                         float* dst) noexcept {
+  if (p.trans_b) {
+    for (long q = 0; q < npan; ++q)
+      pack_b_trans_avx512(p, j0 + panels[q].col, panels[q].width, panels[q].nv, pc, kc, dst + panels[q].offset * kc);
+    return;
+  }
+  const float* src = p.B + pc * p.ldb + j0;
+  for (long k = 0; k < kc; ++k) {
+    const float* row = src + k * p.ldb;
+    if (k + 8 < kc) {
+      const float* ahead = row + 8 * p.ldb;
+      long const last = panels[npan - 1].col + panels[npan - 1].width;
+      for (long j = 0; j < last; j += 16) _mm_prefetch(reinterpret_cast<const char*>(ahead + j), _MM_HINT_T0);
+    }
+    for (long q = 0; q < npan; ++q) {
+      col_panel const& cp = panels[q];
+      long const stride = long{cp.nv} * 16;
+      float* d = dst + cp.offset * kc + k * stride;
+      const float* s = row + cp.col;
+      for (int v = 0; v < cp.nv; ++v) {
+        long const left = cp.width - 16 * v;
+        __m512 const x = left >= 16 ? _mm512_loadu_ps(s + 16 * v) : _mm512_maskz_loadu_ps(tail_mask(left), s + 16 * v);
+        _mm512_store_ps(d + 16 * v, x);
+      }
+    }
+  }
 }
 
 #else  // !__AVX512F__
@@ -457,8 +480,8 @@ inline void micro_kernel_avx2(long kc, const float* __restrict a, const float* _
   store_tile_generic(tile, 8 * NV, m, n, c, ldc, ep);
 }
 
-inline void run_kernel(long m, long kc, const float* a, long, bool, const float* b, const col_panel& cp, float* c,
-                       long ldc, const tile_epilogue& ep) noexcept {
+inline void run_kernel(long m, long kc, const float* a, long, bool, const float* b, long, const col_panel& cp,
+                       float* c, long ldc, const tile_epilogue& ep) noexcept {
   if (cp.nv == 1)
     micro_kernel_avx2<1>(kc, a, b, m, cp.width, c, ldc, ep);
   else
@@ -483,8 +506,8 @@ inline void micro_kernel_portable(long kc, const float* __restrict a, const floa
   store_tile_generic(&acc[0][0], nr, m, n, c, ldc, ep);
 }
 
-inline void run_kernel(long m, long kc, const float* a, long, bool, const float* b, const col_panel& cp, float* c,
-                       long ldc, const tile_epilogue& ep) noexcept {
+inline void run_kernel(long m, long kc, const float* a, long, bool, const float* b, long, const col_panel& cp,
+                       float* c, long ldc, const tile_epilogue& ep) noexcept {
   if (cp.nv == 1)
     micro_kernel_portable<1>(kc, a, b, m, cp.width, c, ldc, ep);
   else
@@ -497,8 +520,10 @@ inline void pack_a(const problem& p, long i0, long m, long pc, long kc, float* d
   pack_a_generic(p, i0, m, pc, kc, dst);
 }
 
-inline void pack_b(const problem& p, long j0, long width, int nv, long pc, long kc, float* dst) noexcept {
-  pack_b_generic(p, j0, width, nv, pc, kc, dst);
+inline void pack_b_block(const problem& p, long j0, const col_panel* panels, long npan, long pc, long kc,
+                         float* dst) noexcept {
+  for (long q = 0; q < npan; ++q)
+    pack_b_generic(p, j0 + panels[q].col, panels[q].width, panels[q].nv, pc, kc, dst + panels[q].offset * kc);
 }
 
 #endif  // __AVX512F__
@@ -516,7 +541,28 @@ inline long balanced_start(long total, long parts, long index, long quantum) noe
   return std::min(start, total);
 }
 
+/// Splits the block's columns [0, nc) into panels of at most tile_vecs vectors, balanced so that e.g.
+/// 5 vectors become 3 + 2 rather than 3 + 1 + 1 (fewer, fuller register tiles). Returns the panel count.
+inline long make_col_panels(long nc, col_panel* panels) noexcept {
+  long const nvec = ceil_div(nc, vec_len);
+  long const npan = ceil_div(nvec, tile_vecs);
+  long offset = 0;
+  for (long q = 0; q < npan; ++q) {
+    long const v0 = q * (nvec / npan) + std::min(q, nvec % npan);
+    long const v1 = (q + 1) * (nvec / npan) + std::min(q + 1, nvec % npan);
+    col_panel& cp = panels[q];
+    cp.col = v0 * vec_len;
+    cp.width = std::min(v1 * vec_len, nc) - cp.col;
+    cp.nv = int(v1 - v0);
+    cp.offset = offset;
+    offset += cp.nv * long{vec_len};  // per k; the panel starts at offset * kc
+  }
+  return npan;
+}
+
 /// Computes C[m0:m1, n0:n1] on the calling thread.
+/// Loop order: K blocks -> row blocks (A packed once per K block) -> column blocks (B block packed to
+/// stay in L2) -> 8-row panels (A panel in L1) -> column panels.
 inline void gemm_block(const problem& p, long m0, long m1, long n0, long n1) {
   long const rows = m1 - m0, cols = n1 - n0;
   if (rows <= 0 || cols <= 0) return;
@@ -532,64 +578,62 @@ inline void gemm_block(const problem& p, long m0, long m1, long n0, long n1) {
   long const nc_nominal = round_up(ceil_div(cols, n_blocks), vec_len);
 
   long const row_panels = ceil_div(rows, tile_rows);
+  long const row_block_panels = std::min(row_panels, mc_max / tile_rows);
   long const max_col_panels = ceil_div(ceil_div(nc_nominal, vec_len), tile_vecs);
-  float* const b_buf = scratch.b_block.get(std::size_t(kc_nominal * max_col_panels * panel_cols_max + 256));
-  float* const a_buf = scratch.a_panel.get(std::size_t((kc_nominal + 16) * tile_rows + 256));
+  // A micro-panel reused by at most two column panels: packing it would cost about as much as using it.
+  bool const in_place = can_read_a_in_place && n_blocks == 1 && max_col_panels <= max_in_place_panels;
+
+  // Few rows reuse each B element, so a plain row-major B is cheaper to read in place than to copy;
+  // only for short rows, as a long ldb would put every k on its own page.
+  bool const in_place_b = can_read_b_in_place && !p.trans_b && rows <= max_in_place_b_rows && p.ldb <= 1024;
+
+  float* const b_buf = in_place_b ? nullptr : scratch.b_block.get(std::size_t(kc_nominal * max_col_panels * panel_cols_max + 256));
+  // Panels start on 64-byte boundaries; the transposing packer writes whole 16-k groups.
+  long const a_panel_stride = round_up(kc_nominal, 16) * tile_rows;
+  float* const a_buf = in_place ? nullptr : scratch.a_panel.get(std::size_t(a_panel_stride * row_block_panels + 256));
 
   col_panel panels[max_block_panels];
-  for (long jc = 0; jc < cols; jc += nc_nominal) {
-    long const nc = std::min(nc_nominal, cols - jc);
-    // Balanced column panels: e.g. 5 vectors -> 3 + 2 instead of 3 + 3 (masked) or 3 + 1 + 1.
-    long const nvec = ceil_div(nc, vec_len);
-    long const npan = ceil_div(nvec, tile_vecs);
-    long offset = 0;
-    for (long q = 0; q < npan; ++q) {
-      long const v0 = q * (nvec / npan) + std::min(q, nvec % npan);
-      long const v1 = (q + 1) * (nvec / npan) + std::min(q + 1, nvec % npan);
-      col_panel& cp = panels[q];
-      cp.col = v0 * vec_len;
-      cp.width = std::min(v1 * vec_len, nc) - cp.col;
-      cp.nv = int(v1 - v0);
-      cp.offset = offset;
-      offset += cp.nv * long{vec_len};  // times kc, applied below
-    }
-    bool const in_place = can_read_a_in_place && npan <= max_in_place_panels;
+  for (long pc = 0; pc < p.K; pc += kc_nominal) {
+    long const kc = std::min(kc_nominal, p.K - pc);
+    tile_epilogue ep{};
+    ep.alpha = p.alpha;
+    ep.beta = pc == 0 ? p.beta : 1.0f;
+    ep.bias = pc + kc >= p.K ? p.bias : bias_kind::none;
 
-    for (long pc = 0; pc < p.K; pc += kc_nominal) {
-      long const kc = std::min(kc_nominal, p.K - pc);
-      for (long q = 0; q < npan; ++q)
-        pack_b(p, n0 + jc + panels[q].col, panels[q].width, panels[q].nv, pc, kc, b_buf + panels[q].offset * kc);
-
-      tile_epilogue ep{};
-      ep.alpha = p.alpha;
-      ep.beta = pc == 0 ? p.beta : 1.0f;
-      bool const last_k = pc + kc >= p.K;
-      ep.bias = last_k ? p.bias : bias_kind::none;
-
-      for (long r = 0; r < row_panels; ++r) {
-        long const i0 = m0 + balanced_start(rows, row_panels, r, 1);
-        long const m = m0 + balanced_start(rows, row_panels, r + 1, 1) - i0;
-        const float* a;
-        long as;
-        bool row_a = false;
-        if (in_place) {
-          if (p.trans_a) {
-            a = p.A + pc * p.lda + i0;
-            as = p.lda;
-          } else {
-            a = p.A + i0 * p.lda + pc;
-            as = p.lda;
-            row_a = true;
-          }
-        } else {
-          pack_a(p, i0, m, pc, kc, a_buf);
-          a = a_buf;
-          as = tile_rows;
+    for (long r0 = 0; r0 < row_panels; r0 += row_block_panels) {
+      long const r1 = std::min(row_panels, r0 + row_block_panels);
+      if (!in_place) {
+        for (long r = r0; r < r1; ++r) {
+          long const i0 = m0 + balanced_start(rows, row_panels, r, 1);
+          long const m = m0 + balanced_start(rows, row_panels, r + 1, 1) - i0;
+          pack_a(p, i0, m, pc, kc, a_buf + (r - r0) * a_panel_stride);
         }
-        for (long q = 0; q < npan; ++q) {
-          long const j0 = n0 + jc + panels[q].col;
-          if (ep.bias != bias_kind::none) ep.bias_ptr = p.bias_ptr + (ep.bias == bias_kind::per_row ? i0 : j0);
-          run_kernel(m, kc, a, as, row_a, b_buf + panels[q].offset * kc, panels[q], p.C + i0 * p.ldc + j0, p.ldc, ep);
+      }
+      for (long jc = 0; jc < cols; jc += nc_nominal) {
+        long const nc = std::min(nc_nominal, cols - jc);
+        long const npan = make_col_panels(nc, panels);
+        if (!in_place_b) pack_b_block(p, n0 + jc, panels, npan, pc, kc, b_buf);
+
+        for (long r = r0; r < r1; ++r) {
+          long const i0 = m0 + balanced_start(rows, row_panels, r, 1);
+          long const m = m0 + balanced_start(rows, row_panels, r + 1, 1) - i0;
+          const float* a = a_buf + (r - r0) * a_panel_stride;
+          long as = tile_rows;
+          bool row_a = false;
+          if (in_place) {
+            as = p.lda;
+            row_a = !p.trans_a;
+            a = p.trans_a ? p.A + pc * p.lda + i0 : p.A + i0 * p.lda + pc;
+          }
+          for (long q = 0; q < npan; ++q) {
+            long const j0 = n0 + jc + panels[q].col;
+            if (ep.bias != bias_kind::none) ep.bias_ptr = p.bias_ptr + (ep.bias == bias_kind::per_row ? i0 : j0);
+            if (in_place_b)
+              run_kernel(m, kc, a, as, row_a, p.B + pc * p.ldb + j0, p.ldb, panels[q], p.C + i0 * p.ldc + j0, p.ldc, ep);
+            else
+              run_kernel(m, kc, a, as, row_a, b_buf + panels[q].offset * kc, long{panels[q].nv} * vec_len, panels[q],
+                         p.C + i0 * p.ldc + j0, p.ldc, ep);
+          }
         }
       }
     }
