@@ -7,6 +7,7 @@
 #include "fd/core/dtype.hpp"
 #include "fd/core/shape.hpp"
 #include "fd/core/tensor.hpp"
+#include "fd/core/xtensor.hpp"
 #include "fd/backend/traits.hpp"
 #include "fd/backend/cpu/ops.hpp"
 #include "fd/io/safetensors.hpp"
