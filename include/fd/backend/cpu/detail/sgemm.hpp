@@ -8,11 +8,14 @@
 ///    hidden by 16+ independent accumulators, so the tile is kept small to waste little on ragged edges;
 ///    row and column panels are balanced (e.g. N = 64 becomes 2 x 32 rather than 48 + 16) and the last
 ///    column vector of a panel is masked, so no shape pays for more than one partial vector per panel.
-///  * Loop order per thread: N blocks (B block of KC x NC packed to stay resident in the 1 MB L2),
-///    then K blocks, then 8-row A micro-panels (packed to ~16 KB, resident in the 48 KB L1), then the
-///    column panels of the B block. The micro-kernel broadcasts A and streams B from L2.
-///  * When an A micro-panel would be used by at most two column panels (N <= 96 per thread), packing
-///    it costs as much as the kernel itself, so the kernel reads A in place instead.
+///  * Loop order per thread: K blocks (KC <= 384), then blocks of up to 1024 rows of A packed once per
+///    K block into 8-row micro-panels ([k][8], 12 KB, resident in the 48 KB L1 while in use), then B
+///    blocks of KC x NC packed into 48-column panels sized to stay in half of the 1 MB L2, then the
+///    8-row panels, then the column panels. The micro-kernel broadcasts A and streams B from L2.
+///  * Packing is skipped where it would cost about as much as it saves: A is read in place when each
+///    micro-panel would serve at most two column panels (N <= 96 per thread), and a non-transposed B
+///    with short rows is read in place when at most 512 rows use it. Transposed operands are packed
+///    through in-register 16x16 / 8x16 transposes.
 ///  * Threads get disjoint rectangles of C (split along M or N, whichever packs less redundantly), each
 ///    with its own thread_local packing buffers, so there are no barriers and calls with threads == 1
 ///    from inside an enclosing parallel region are independent.
@@ -58,7 +61,7 @@ inline constexpr bool can_read_b_in_place = false;
 #endif
 
 inline constexpr long panel_cols_max = long{vec_len} * tile_vecs;
-inline constexpr long kc_max = 384;               // 8 x 384 x 4 B = 12 KB A micro-panel in L1
+inline constexpr long kc_max = 384;                // 8 x 384 x 4 B = 12 KB A micro-panel in L1
 inline constexpr long l2_block_bytes = 512 * 1024;  // packed B block; half of L2 leaves room for C and A
 inline constexpr long max_in_place_panels = 2;      // A reuse count at or below which packing A is skipped
 inline constexpr long max_block_panels = 96;        // caps the B block width when K is tiny
@@ -108,7 +111,7 @@ class scratch_buffer {
 };
 
 struct thread_scratch {
-  scratch_buffer a_panel;
+  scratch_buffer a_block;
   scratch_buffer b_block;
 };
 
@@ -142,7 +145,7 @@ struct col_panel {
 };
 
 // ---------------------------------------------------------------------------------------------------
-// Portable packing (used by the fallback paths and for shapes the SIMD packers do not cover).
+// Portable packing (used by the AVX2 and plain C++ paths).
 // Packed A panel: [k][tile_rows], rows >= m zero. Packed B panel: [k][nv * vec_len], columns >= width zero.
 // ---------------------------------------------------------------------------------------------------
 
@@ -238,7 +241,15 @@ inline void pack_a_rows_avx512(const problem& p, long i0, long m, long pc, long 
   for (long k0 = 0; k0 < kc; k0 += 16) {
     __mmask16 const km = tail_mask(kc - k0);
     __m512 r[8];
-    for (int i = 0; i < 8; ++i) r[i] = i < m ? _mm512_maskz_loadu_ps(km, rows[i] + k0) : _mm512_setzero_ps();
+    if (m == 8 && km == 0xFFFF) {
+      // Eight interleaved row streams defeat the hardware prefetcher, so fetch a few lines ahead.
+      for (int i = 0; i < 8; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[i] + k0 + 64), _MM_HINT_T0);
+        r[i] = _mm512_loadu_ps(rows[i] + k0);
+      }
+    } else {
+      for (int i = 0; i < 8; ++i) r[i] = i < m ? _mm512_maskz_loadu_ps(km, rows[i] + k0) : _mm512_setzero_ps();
+    }
     __m512 t[8];
     for (int i = 0; i < 8; i += 2) {
       t[i] = unpacklo_ps(r[i], r[i + 1]);
@@ -314,6 +325,8 @@ inline void micro_kernel_avx512(long kc, const float* __restrict a, long as, con
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
       bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(tail, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * bs + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) {
       __m512 const av = _mm512_set1_ps(RowA ? a[i * as + k] : a[i]);
@@ -590,7 +603,7 @@ inline void gemm_block(const problem& p, long m0, long m1, long n0, long n1) {
   float* const b_buf = in_place_b ? nullptr : scratch.b_block.get(std::size_t(kc_nominal * max_col_panels * panel_cols_max + 256));
   // Panels start on 64-byte boundaries; the transposing packer writes whole 16-k groups.
   long const a_panel_stride = round_up(kc_nominal, 16) * tile_rows;
-  float* const a_buf = in_place ? nullptr : scratch.a_panel.get(std::size_t(a_panel_stride * row_block_panels + 256));
+  float* const a_buf = in_place ? nullptr : scratch.a_block.get(std::size_t(a_panel_stride * row_block_panels + 256));
 
   col_panel panels[max_block_panels];
   for (long pc = 0; pc < p.K; pc += kc_nominal) {
