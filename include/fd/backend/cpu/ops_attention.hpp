@@ -53,7 +53,7 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
   if (lk == 0) fail(Errc::kShapeMismatch, "attention: empty key sequence");
 
   // About 256K scores (1 MB) per task: fits L2 and still gives the GEMMs enough rows.
-  std::int64_t const bq = std::clamp<std::int64_t>((std::int64_t{1} << 18) / lk, 16, 512);
+  std::int64_t const bq = std::clamp<std::int64_t>((std::int64_t{1} << 17) / lk, 16, 512);
   std::int64_t const qblocks = (lq + bq - 1) / bq;
   std::int64_t const tasks = b * heads * qblocks;
   float const* qd = q.data<float>();
@@ -87,7 +87,7 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
         float* row = s + r * lk;
         float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
-        for (std::int64_t j = 0; j < lk; ++j) m = std::max(m, row[j]);
+        for (std::int64_t j = 0; j < lk; ++j) m = row[j] > m ? row[j] : m;  // std::max does not vectorise here
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (std::int64_t j = 0; j < lk; ++j) {

@@ -45,9 +45,11 @@ inline Tensor<Cpu> group_norm(Cpu const& be, Tensor<Cpu> const& x, int groups, T
     std::int64_t const base = (b * c + g * cpg) * spatial;
     std::int64_t const count = cpg * spatial;
     double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
     for (std::int64_t i = 0; i < count; ++i) sum += xd[base + i];
     double const mean = sum / static_cast<double>(count);
     double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
     for (std::int64_t i = 0; i < count; ++i) {
       double const d = xd[base + i] - mean;
       sq += d * d;
@@ -90,9 +92,11 @@ inline Tensor<Cpu> layer_norm(Cpu const& be, Tensor<Cpu> const& x, Tensor<Cpu> c
     float const* xr = xd + r * c;
     float* yr = yd + r * c;
     double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
     for (std::int64_t i = 0; i < c; ++i) sum += xr[i];
     double const mean = sum / static_cast<double>(c);
     double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
     for (std::int64_t i = 0; i < c; ++i) {
       double const d = xr[i] - mean;
       sq += d * d;
