@@ -53,7 +53,7 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
   if (lk == 0) fail(Errc::kShapeMismatch, "attention: empty key sequence");
 
   // About 256K scores (1 MB) per task: fits L2 and still gives the GEMMs enough rows.
-  std::int64_t const bq = std::clamp<std::int64_t>((std::int64_t{1} << 17) / lk, 16, 512);
+  std::int64_t const bq = std::clamp<std::int64_t>((std::int64_t{1} << 18) / lk, 16, 512);
   std::int64_t const qblocks = (lq + bq - 1) / bq;
   std::int64_t const tasks = b * heads * qblocks;
   float const* qd = q.data<float>();
