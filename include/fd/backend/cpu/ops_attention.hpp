@@ -8,6 +8,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #ifndef FD_CPU_OPS_INTERNAL
 #define FD_CPU_OPS_INTERNAL
 #endif
@@ -65,10 +69,17 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
   std::int64_t const vs0 = v.strides()[0], vs1 = v.strides()[1];
   int const nt = static_cast<int>(std::min<std::int64_t>(be.threads(), tasks));
   be.add_flops(static_cast<std::uint64_t>(4 * b * lq * lk * hd));
+  // Scratch from the backend's pool: a fresh 1 MB std::vector per call would be a new mapping, paid
+  // for in page faults on every call.
+  std::int64_t const per_thread = bq * lk + bq;
+  Tensor<Cpu> scratch = Tensor<Cpu>::empty(be, {nt, per_thread});
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<float> scores(static_cast<std::size_t>(bq * lk));
-    std::vector<float> row_scale(static_cast<std::size_t>(bq));
+#if defined(_OPENMP)
+    float* const mine = scratch.data<float>() + omp_get_thread_num() * per_thread;
+#else
+    float* const mine = scratch.data<float>();
+#endif
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t task = 0; task < tasks; ++task) {
       std::int64_t const qb = task % qblocks;
@@ -78,11 +89,11 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
       float const* qp = qd + bi * qs0 + q0 * qs1 + h * d;
       float const* kp = kd + bi * ks0 + h * d;
       float const* vp = vd + bi * vs0 + h * d;
-      float* s = scores.data();
+      float* s = mine;
       sgemm(false, true, rows, lk, d, scale, qp, qs1, kp, ks1, 0.0f, s, lk, 1);
       // Unnormalised softmax: the 1/sum is applied to the [rows, d] output instead of the
       // [rows, Lk] probabilities, one pass over the scores fewer.
-      float* inv_sum = row_scale.data();
+      float* inv_sum = mine + bq * lk;
       for (std::int64_t r = 0; r < rows; ++r) {
         float* row = s + r * lk;
         float m = -std::numeric_limits<float>::infinity();
