@@ -4,6 +4,11 @@
 
 #include <CLI/CLI.hpp>
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#include <omp.h>
+
 #include <fd/nn/init.hpp>
 
 #include "cli_common.hpp"
@@ -15,6 +20,66 @@ struct BenchArgs {
   int batch = 2, height = 64, width = 64, context_len = 77;
   int threads = 0, warmup = 1, repeat = 3;
 };
+
+/// The machine's fp32 FMA peak on `threads` threads (GFLOP/s): independent FMA chains on the widest
+/// vector unit this program was compiled for. Measured in the same process as the forward, since a
+/// shared machine's speed drifts between runs.
+inline double measure_fma_peak_once(int threads) {
+  constexpr long kIters = 5'000'000;
+  double flops_per_iter = 0;
+  double const t0 = now_ms();
+  float sink = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+  {
+#if defined(__AVX512F__)
+    __m512 acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(0.001f * static_cast<float>(i));
+    __m512 const b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(1e-4f);
+    for (long it = 0; it < kIters; ++it) {
+      for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
+    }
+    alignas(64) float tmp[16];
+    for (int i = 1; i < 12; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    _mm512_store_ps(tmp, acc[0]);
+    for (float v : tmp) sink += v;
+#pragma omp single
+    flops_per_iter = 12.0 * 16 * 2;
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(0.001f * static_cast<float>(i));
+    __m256 const b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
+    for (long it = 0; it < kIters; ++it) {
+      for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
+    }
+    alignas(32) float tmp[8];
+    for (int i = 1; i < 12; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+    _mm256_store_ps(tmp, acc[0]);
+    for (float v : tmp) sink += v;
+#pragma omp single
+    flops_per_iter = 12.0 * 8 * 2;
+#else
+    float acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = 0.001f * static_cast<float>(i);
+    for (long it = 0; it < kIters; ++it) {
+      for (int i = 0; i < 12; ++i) acc[i] = acc[i] * 0.9999f + 1e-4f;
+    }
+    for (float v : acc) sink += v;
+#pragma omp single
+    flops_per_iter = 12.0 * 2;
+#endif
+  }
+  double const seconds = (now_ms() - t0) / 1e3;
+  if (sink == 12345.0f) std::puts("");  // keeps the loop observable
+  return flops_per_iter * static_cast<double>(kIters) * threads / seconds / 1e9;
+}
+
+/// The best of several short trials: a peak is a maximum, and a trial that lost its core to another
+/// process for a moment says nothing about the machine.
+inline double measure_fma_peak(int threads) {
+  double best = 0;
+  for (int i = 0; i < 9; ++i) best = std::max(best, measure_fma_peak_once(threads));
+  return best;
+}
 
 inline fd::models::UNetConfig bench_config(std::string const& name) {
   if (name == "sd15") return fd::models::UNetConfig::sd15();
@@ -77,8 +142,11 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
                   tf.median_ms / 1e3, tf.min_ms / 1e3, a.repeat);
       std::printf("  encoder median %.3f s, decoder median %.3f s (decoder share %.1f %%)\n", te.median_ms / 1e3,
                   td.median_ms / 1e3, 100.0 * td.median_ms / tf.median_ms);
+      double const peak = measure_fma_peak(be.threads());
       std::printf("  %.1f GFLOP per forward (matrix products), %.1f GFLOP/s at the median\n", gflop,
                   gflop / (tf.median_ms / 1e3));
+      std::printf("  fp32 FMA peak on %d threads (measured now): %.1f GFLOP/s; the median forward reaches %.1f %%\n",
+                  be.threads(), peak, 100.0 * gflop / (tf.median_ms / 1e3) / peak);
     };
   });
 }
