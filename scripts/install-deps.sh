@@ -4,7 +4,7 @@
 # missing, so a second run changes nothing.
 #
 # Usage: scripts/install-deps.sh [--bench]
-#   --bench  also install PyTorch and NumPy for the PyTorch comparison benchmark.
+#   --bench  also install PyTorch, NumPy, Eigen and OpenBLAS for the comparison benchmarks.
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*"; }
@@ -30,7 +30,7 @@ packages=(
   libbenchmark-dev
   libpng-dev
 )
-bench_packages=(python3 python3-torch python3-numpy)
+bench_packages=(python3 python3-torch python3-numpy libeigen3-dev libopenblas-dev)
 
 for arg in "$@"; do
   case "${arg}" in
