@@ -7,6 +7,8 @@
 
 #include "cmd_bench.hpp"
 #include "cmd_compare.hpp"
+#include "cmd_sample.hpp"
+#include "cmd_scheduler.hpp"
 #include "cmd_unet.hpp"
 
 int main(int argc, char** argv) {
@@ -22,6 +24,9 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   fdcli::CompareArgs compare_args;
   fdcli::add_compare_command(app, compare_args, run, exit_code);
+  fdcli::add_scheduler_command(app, run);
+  fdcli::SampleArgs sample_args;
+  fdcli::add_sample_command(app, sample_args, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {
