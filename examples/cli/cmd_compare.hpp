@@ -14,6 +14,7 @@ struct CompareArgs {
   std::string actual, reference;
   std::vector<std::string> names;
   double rtol = 1e-4;
+  std::string reference_prefix;
 };
 
 inline void add_compare_command(CLI::App& app, CompareArgs& a, std::function<void()>& run, int& exit_code) {
@@ -22,6 +23,8 @@ inline void add_compare_command(CLI::App& app, CompareArgs& a, std::function<voi
   cmd->add_option("reference", a.reference, "reference file")->required()->check(CLI::ExistingFile);
   cmd->add_option("--names", a.names, "tensors to compare (default: every tensor of `actual` also in `reference`)");
   cmd->add_option("--rtol", a.rtol, "tolerance relative to max|ref|")->capture_default_str();
+  cmd->add_option("--reference-prefix", a.reference_prefix,
+                  "prefix of the reference names, e.g. fd. to check `latents` against `fd.latents`");
   cmd->callback([&run, &a, &exit_code] {
     run = [&a, &exit_code] {
       Backend be{{.threads = 1}};
@@ -30,7 +33,7 @@ inline void add_compare_command(CLI::App& app, CompareArgs& a, std::function<voi
       std::vector<std::string> names = a.names;
       if (names.empty()) {
         for (auto const& n : act.names()) {
-          if (ref.contains(n)) names.push_back(n);
+          if (ref.contains(a.reference_prefix + n)) names.push_back(n);
         }
       }
       if (names.empty()) fd::fail(fd::Errc::kMissingTensor, "compare: no tensor name in common");
@@ -38,15 +41,16 @@ inline void add_compare_command(CLI::App& app, CompareArgs& a, std::function<voi
       double worst = 0;
       for (auto const& n : names) {
         if (!act.contains(n)) fd::fail(fd::Errc::kMissingTensor, a.actual + ": no tensor '" + n + "'");
-        if (!ref.contains(n)) fd::fail(fd::Errc::kMissingTensor, a.reference + ": no tensor '" + n + "'");
-        if (!(act.info(n).shape == ref.info(n).shape)) {
+        std::string const rn = a.reference_prefix + n;
+        if (!ref.contains(rn)) fd::fail(fd::Errc::kMissingTensor, a.reference + ": no tensor '" + rn + "'");
+        if (!(act.info(n).shape == ref.info(rn).shape)) {
           std::printf("%-16s FAIL shape %s vs reference %s\n", n.c_str(), act.info(n).shape.str().c_str(),
-                      ref.info(n).shape.str().c_str());
+                      ref.info(rn).shape.str().c_str());
           ++failures;
           continue;
         }
         auto x = act.load(be, n).to_vector_f32(be);
-        auto y = ref.load(be, n).to_vector_f32(be);
+        auto y = ref.load(be, rn).to_vector_f32(be);
         double max_ref = 0, max_diff = 0;
         bool finite = true;
         for (std::size_t i = 0; i < x.size(); ++i) {

@@ -115,6 +115,7 @@ inline void add_scheduler_command(CLI::App& app, std::function<void()>& run) {
 
       std::vector<float> const& ts = sched.timesteps_f32();
       std::vector<std::pair<std::string, Tensor>> out;
+      out.reserve(4);  // also keeps GCC 12 from a false -Warray-bounds on the first emplace_back
       out.emplace_back("timesteps", Tensor::from_host(be, fd::Shape{static_cast<std::int64_t>(ts.size())}, ts));
       out.emplace_back("latents", detail::stack_rows(be, latents, shape));
       if (!pred.empty()) out.emplace_back("pred_original_sample", detail::stack_rows(be, pred, shape));

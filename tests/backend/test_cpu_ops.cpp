@@ -190,7 +190,7 @@ TEST_CASE("conv2d matches a direct convolution", "[backend][cpu][conv2d]") {
     std::vector<double> const ref = conv_ref(c, xv, wv, ra, ho, wo);
     double const rel = gemm_rel(c.cin * c.kh * c.kw);
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x [" << c.n << ", " << c.cin << ", " << c.h << ", " << c.w << "], w [" << c.cout << ", " << c.cin << ", "
                  << c.kh << ", " << c.kw << "], stride " << c.stride << ", padding " << c.pad << ", bias " << c.bias
                  << ", threads " << threads);
@@ -230,7 +230,7 @@ TEST_CASE("conv2d epilogue: per-sample bias replaces bias, residual is added", "
       }
       std::vector<double> const ref = conv_ref(c, xv, wv, ra, ho, wo);
       for (int threads : kThreadCounts) {
-        Cpu be{{.threads = threads}};
+        Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
         INFO("x [" << c.n << ", " << c.cin << ", " << c.h << ", " << c.w << "], kernel " << c.kh << "x" << c.kw
                    << ", stride " << c.stride << ", sample bias " << use_sb << ", residual " << use_res
                    << ", threads " << threads);
@@ -299,7 +299,7 @@ TEST_CASE("conv2d rejects bad operands", "[backend][cpu][conv2d]") {
 }
 
 TEST_CASE("Cpu flop counter counts 2*N*Cout*Cin*kh*kw*Ho*Wo per conv2d", "[backend][cpu][conv2d][flops]") {
-  Cpu be{{.threads = 2}};
+  Cpu be{{.threads = 2, .parallel_min = 0}};
   std::int64_t const n = 2, cin = 5, h = 9, w = 7, cout = 6, k = 3;
   T const x = tensor(be, {n, cin, h, w}, randn(n * cin * h * w, 11));
   T const wt = tensor(be, {cout, cin, k, k}, randn(cout * cin * k * k, 12));
@@ -368,7 +368,7 @@ TEST_CASE("linear matches x W^T + b over the last dimension", "[backend][cpu][li
     Shape ys = c.x;
     ys[ys.rank() - 1] = c.n;
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x " << c.x.str() << ", N " << c.n << ", bias " << c.bias << ", residual " << c.residual << ", threads "
                 << threads);
       T const y = fd::backend::linear(be, tensor(be, c.x, xv), tensor(be, {c.n, k}, wv),
@@ -381,7 +381,7 @@ TEST_CASE("linear matches x W^T + b over the last dimension", "[backend][cpu][li
 TEST_CASE("linear reads row-strided and non-contiguous inputs", "[backend][cpu][linear]") {
   std::uint32_t seed = 400;
   for (int threads : kThreadCounts) {
-    Cpu be{{.threads = threads}};
+    Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
     INFO("threads " << threads);
     SECTION("the middle third of a fused [B, L, 3C] projection") {
       std::int64_t const b = 2, l = 11, c = 48, n = 21;
@@ -471,7 +471,7 @@ TEST_CASE("channels_to_tokens is a 1x1 conv followed by NCHW -> [N, HW, D]", "[b
       }
     }
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x [" << c.n << ", " << c.c << ", " << c.h << ", " << c.w << "], D " << c.d << ", bias " << c.bias
                  << ", threads " << threads);
       Shape const ws = c.weight_4d ? Shape{c.d, c.c, 1, 1} : Shape{c.d, c.c};
@@ -505,7 +505,7 @@ TEST_CASE("tokens_to_channels is [N, HW, D] -> 1x1 conv in NCHW plus residual", 
       }
     }
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("tokens [" << c.n << ", " << hw << ", " << c.d << "], C " << c.c << ", bias " << c.bias << ", threads "
                       << threads);
       Shape const ws = c.weight_4d ? Shape{c.c, c.d, 1, 1} : Shape{c.c, c.d};
@@ -583,7 +583,7 @@ TEST_CASE("group_norm (and fused SiLU) matches per-group statistics", "[backend]
     for (bool silu : {false, true}) {
       std::vector<double> const ref = group_norm_ref(xv, n, ch, spatial, c.groups, gv, bv, c.eps, silu);
       for (int threads : kThreadCounts) {
-        Cpu be{{.threads = threads}};
+        Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
         INFO("x " << c.x.str() << ", groups " << c.groups << ", eps " << c.eps << ", silu " << silu << ", threads "
                   << threads);
         T const y = fd::backend::group_norm(be, tensor(be, c.x, xv), c.groups, tensor(be, {ch}, gv), tensor(be, {ch}, bv),
@@ -632,7 +632,7 @@ TEST_CASE("layer_norm normalises the last dimension", "[backend][cpu][layer_norm
       }
     }
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x " << c.x.str() << ", eps " << c.eps << ", threads " << threads);
       T const y = fd::backend::layer_norm(be, tensor(be, c.x, xv), tensor(be, {ch}, gv), tensor(be, {ch}, bv), c.eps);
       check_tensor(be, y, c.x, ref, 5e-7);
@@ -656,7 +656,7 @@ TEST_CASE("silu_ and gelu_ match x*sigmoid(x) and 0.5x(1+erf(x/sqrt2))", "[backe
       gelu[i] = gelu_ref(xv[i]);
     }
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("n " << n << ", threads " << threads);
       T s = tensor(be, {n}, xv);
       fd::backend::silu_(be, s);
@@ -686,7 +686,7 @@ TEST_CASE("geglu: first half is the value, second half the gate", "[backend][cpu
     Shape ys = s;
     ys[ys.rank() - 1] = d;
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x " << s.str() << ", threads " << threads);
       check_tensor(be, fd::backend::geglu(be, tensor(be, s, xv)), ys, ref, 3e-7);
     }
@@ -841,7 +841,7 @@ TEST_CASE("attention: self-attention on slices of a fused QKV tensor", "[backend
         v{&fused, c.l * 3 * hd, 3 * hd, 2 * hd};
     std::vector<double> const ref = attention_ref(q, k, v, c.b, c.l, c.l, c.heads, c.d, scale);
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("B " << c.b << ", L " << c.l << ", heads " << c.heads << ", d " << c.d << ", scale " << scale
                 << ", threads " << threads);
       T const qkv = tensor(be, {c.b, c.l, 3 * hd}, fused);
@@ -872,7 +872,7 @@ TEST_CASE("attention: cross-attention and query blocking", "[backend][cpu][atten
     AttnOperand const q{&qv, c.lq * hd, hd, 0}, k{&kv, c.lk * 2 * hd, 2 * hd, 0}, v{&kv, c.lk * 2 * hd, 2 * hd, hd};
     std::vector<double> const ref = attention_ref(q, k, v, c.b, c.lq, c.lk, c.heads, c.d, scale);
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("B " << c.b << ", Lq " << c.lq << ", Lk " << c.lk << ", heads " << c.heads << ", d " << c.d << ", threads "
                 << threads);
       T const kvt = tensor(be, {c.b, c.lk, 2 * hd}, kv);
@@ -927,7 +927,7 @@ TEST_CASE("upsample_nearest follows PyTorch's nearest index rule", "[backend][cp
       for (std::int64_t i = 0; i < c.oh; ++i) REQUIRE(src(i, h, c.oh) == i / 2);
     }
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x " << c.x.str() << " -> " << c.oh << "x" << c.ow << ", threads " << threads);
       T const y = fd::backend::upsample_nearest(be, tensor(be, c.x, xv), c.oh, c.ow);
       REQUIRE(y.shape() == Shape{c.x[0], c.x[1], c.oh, c.ow});
@@ -963,7 +963,7 @@ TEST_CASE("concat_channels joins on dim 1", "[backend][cpu][concat_channels]") {
     Shape ys = c.a;
     ys[1] = c.a[1] + c.b[1];
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("a " << c.a.str() << ", b " << c.b.str() << ", threads " << threads);
       T const y = fd::backend::concat_channels(be, tensor(be, c.a, av), tensor(be, c.b, bv));
       REQUIRE(y.shape() == ys);
@@ -991,7 +991,7 @@ TEST_CASE("tile_halves repeats each batch half in place", "[backend][cpu][tile_h
         for (int t = 0; t < times; ++t) ref.insert(ref.end(), xv.begin() + h * half, xv.begin() + (h + 1) * half);
       }
       for (int threads : kThreadCounts) {
-        Cpu be{{.threads = threads}};
+        Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
         INFO("halves " << halves << ", times " << times << ", threads " << threads);
         T const y = fd::backend::tile_halves(be, tensor(be, s, xv), halves, times);
         REQUIRE(y.shape() == Shape{s[0] * times, s[1], s[2], s[3]});
@@ -1019,7 +1019,7 @@ TEST_CASE("add_, scale_ and add_scalar_ match double arithmetic", "[backend][cpu
       shifted[i] = static_cast<double>(av[i]) - 2.25;
     }
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x " << s.str() << ", threads " << threads);
       T const b = tensor(be, s, bv);
       T a = tensor(be, s, av);
@@ -1051,7 +1051,7 @@ TEST_CASE("add_rows_ adds a bias to every row", "[backend][cpu][add_rows_]") {
     for (std::int64_t i = 0; i < c; ++i) ref[idx(r * c + i)] = static_cast<double>(xv[idx(r * c + i)]) + bv[idx(i)];
   }
   for (int threads : kThreadCounts) {
-    Cpu be{{.threads = threads}};
+    Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
     INFO("threads " << threads);
     T x = tensor(be, {rows, c}, xv);
     fd::backend::add_rows_(be, x, tensor(be, {c}, bv));
@@ -1081,7 +1081,7 @@ TEST_CASE("modulate_silu_ computes silu(x * (1 + scale) + shift) per sample and 
       }
     }
     for (int threads : kThreadCounts) {
-      Cpu be{{.threads = threads}};
+      Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
       INFO("x " << s.str() << ", threads " << threads);
       T x = tensor(be, s, xv);
       fd::backend::modulate_silu_(be, x, tensor(be, {n, 2 * c}, mv));
@@ -1102,7 +1102,7 @@ TEST_CASE("timestep_embedding matches the sinusoidal formula", "[backend][cpu][t
       for (bool flip : {false, true}) {
         int const half = dim / 2;
         for (int threads : kThreadCounts) {
-          Cpu be{{.threads = threads}};
+          Cpu be{{.threads = threads, .parallel_min = 0}};  // threaded paths even on small tensors
           T const y = fd::backend::timestep_embedding(be, ts, dim, flip, shift);
           REQUIRE(y.shape() == Shape{static_cast<std::int64_t>(ts.size()), dim});
           std::vector<float> const got = y.to_vector_f32(be);

@@ -47,6 +47,14 @@ class AnyScheduler {
   void set_timesteps(int num_inference_steps) {
     std::visit([&](auto& s) { s.set_timesteps(num_inference_steps); }, v_);
   }
+  /// A custom descending timestep list (DDPM only, e.g. DeepFloyd IF's fast27); kUnsupported otherwise.
+  void set_timesteps(std::vector<int> const& custom) {
+    if (auto* d = std::get_if<Scheduler<sched::Ddpm>>(&v_)) {
+      d->set_timesteps(custom);
+    } else {
+      fail(Errc::kUnsupported, std::string(class_name()) + " takes num_inference_steps, not a custom timestep list");
+    }
+  }
   std::vector<int> const& timesteps() const {
     return std::visit([](auto const& s) -> std::vector<int> const& { return s.timesteps(); }, v_);
   }

@@ -28,6 +28,11 @@ struct CpuOptions {
   /// Worker threads for every op; 0 means all hardware threads. Changing it later with
   /// Cpu::set_threads takes effect at the next op.
   int threads = 0;
+  /// Elementwise and normalisation work below this many elements runs on the calling thread: waking
+  /// the team and meeting at the barrier costs more than such a loop, and on a loaded machine a
+  /// descheduled worker stalls every barrier. 0 parallelises everything (tests use it to exercise the
+  /// threaded paths on small tensors).
+  std::int64_t parallel_min = 32768;
 };
 
 namespace detail {
@@ -111,10 +116,15 @@ class Cpu {
   using fd_backend = void;
   using memory_space = HostSpace;
 
-  explicit Cpu(CpuOptions options = {}) : state_(std::make_shared<State>()) { set_threads(options.threads); }
+  explicit Cpu(CpuOptions options = {}) : state_(std::make_shared<State>()) {
+    set_threads(options.threads);
+    state_->parallel_min = options.parallel_min;
+  }
 
   /// Number of threads ops use.
   int threads() const noexcept { return state_->threads; }
+  /// See CpuOptions::parallel_min.
+  std::int64_t parallel_min() const noexcept { return state_->parallel_min; }
   void set_threads(int n) {
     if (n < 0) fail(Errc::kInvalidArgument, "cpu backend: thread count must be >= 0, got " + std::to_string(n));
 #if defined(_OPENMP)
@@ -151,6 +161,7 @@ class Cpu {
   struct State {
     detail::HostPool pool;
     int threads = 1;
+    std::int64_t parallel_min = 32768;
     std::atomic<std::uint64_t> flops{0};
   };
   std::shared_ptr<State> state_;

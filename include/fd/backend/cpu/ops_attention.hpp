@@ -73,7 +73,7 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
   // for in page faults on every call.
   std::int64_t const per_thread = bq * lk + bq;
   Tensor<Cpu> scratch = Tensor<Cpu>::empty(be, {nt, per_thread});
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (b * lq * lk * hd > be.parallel_min())
   {
 #if defined(_OPENMP)
     float* const mine = scratch.data<float>() + omp_get_thread_num() * per_thread;

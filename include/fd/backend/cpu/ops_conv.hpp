@@ -71,7 +71,7 @@ inline Tensor<Cpu> conv2d(Cpu const& be, Tensor<Cpu> const& x, Tensor<Cpu> const
     if (!pointwise) {
       float* cd = col.data<float>();
       // im2col: row (c, i, j) of col holds the input pixels kernel tap (i, j) of channel c sees.
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (kdim * hw_out > be.parallel_min())
       for (std::int64_t r = 0; r < kdim; ++r) {
         std::int64_t const c = r / (kh * kw), i = (r / kw) % kh, j = r % kw;
         float* dst = cd + r * hw_out;

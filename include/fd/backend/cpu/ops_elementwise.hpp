@@ -23,7 +23,7 @@ void parallel_map(Cpu const& be, float const* src, float* dst, std::int64_t n, F
   // Chunks of 16K elements keep threads busy without false sharing at chunk edges.
   constexpr std::int64_t kChunk = 16384;
   std::int64_t const chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for num_threads(be.threads()) schedule(static) if (chunks > 1)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (n > be.parallel_min())
   for (std::int64_t ch = 0; ch < chunks; ++ch) {
     std::int64_t const lo = ch * kChunk, hi = std::min(n, lo + kChunk);
     for (std::int64_t i = lo; i < hi; ++i) dst[i] = f(src[i]);
@@ -64,7 +64,7 @@ inline Tensor<Cpu> geglu(Cpu const& be, Tensor<Cpu> const& x) {
   Tensor<Cpu> y = Tensor<Cpu>::empty(be, s);
   float const* xd = x.data<float>();
   float* yd = y.data<float>();
-#pragma omp parallel for num_threads(be.threads()) schedule(static)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (rows * two_d > be.parallel_min())
   for (std::int64_t r = 0; r < rows; ++r) {
     float const* v = xd + r * two_d;
     float const* g = v + d;
@@ -83,7 +83,7 @@ inline void add_(Cpu const& be, Tensor<Cpu>& a, Tensor<Cpu> const& b, float alph
   float* ad = a.data<float>();
   float const* bd = b.data<float>();
   std::int64_t const n = a.numel();
-#pragma omp parallel for num_threads(be.threads()) schedule(static) if (n > 65536)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (n > be.parallel_min())
   for (std::int64_t i = 0; i < n; ++i) ad[i] += alpha * bd[i];
 }
 
@@ -123,7 +123,7 @@ inline Tensor<Cpu> concat_channels(Cpu const& be, Tensor<Cpu> const& a, Tensor<C
   float* yd = y.data<float>();
   float const* ad = a.data<float>();
   float const* bd = b.data<float>();
-#pragma omp parallel for num_threads(be.threads()) schedule(static)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (n * (sa + sb) > be.parallel_min())
   for (std::int64_t i = 0; i < n; ++i) {
     std::memcpy(yd + i * (sa + sb), ad + i * sa, static_cast<std::size_t>(sa) * sizeof(float));
     std::memcpy(yd + i * (sa + sb) + sa, bd + i * sb, static_cast<std::size_t>(sb) * sizeof(float));
@@ -153,7 +153,7 @@ inline Tensor<Cpu> upsample_nearest(Cpu const& be, Tensor<Cpu> const& x, std::in
   }
   float const* xd = x.data<float>();
   float* yd = y.data<float>();
-#pragma omp parallel for num_threads(be.threads()) schedule(static)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (nc * out_h * out_w > be.parallel_min())
   for (std::int64_t p = 0; p < nc; ++p) {
     float const* src = xd + p * h * w;
     float* dst = yd + p * out_h * out_w;
@@ -246,7 +246,7 @@ inline void modulate_silu_(Cpu const& be, Tensor<Cpu>& x, Tensor<Cpu> const& mod
   require_numel("modulate", "modulation", mod, n * 2 * c);
   float* xd = x.data<float>();
   float const* md = mod.data<float>();
-#pragma omp parallel for num_threads(be.threads()) schedule(static)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (x.numel() > be.parallel_min())
   for (std::int64_t p = 0; p < n * c; ++p) {
     std::int64_t const b = p / c, ch = p % c;
     float const sc = 1.0f + md[b * 2 * c + ch], sh = md[b * 2 * c + c + ch];

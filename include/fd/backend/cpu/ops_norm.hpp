@@ -39,7 +39,7 @@ inline Tensor<Cpu> group_norm(Cpu const& be, Tensor<Cpu> const& x, int groups, T
   float const* gd = gamma.data<float>();
   float const* bd = beta.data<float>();
   std::int64_t const units = n * groups;
-#pragma omp parallel for num_threads(be.threads()) schedule(static)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (x.numel() > be.parallel_min())
   for (std::int64_t u = 0; u < units; ++u) {
     std::int64_t const b = u / groups, g = u % groups;
     std::int64_t const base = (b * c + g * cpg) * spatial;
@@ -87,7 +87,7 @@ inline Tensor<Cpu> layer_norm(Cpu const& be, Tensor<Cpu> const& x, Tensor<Cpu> c
   float* yd = y.data<float>();
   float const* gd = gamma.data<float>();
   float const* bd = beta.data<float>();
-#pragma omp parallel for num_threads(be.threads()) schedule(static)
+#pragma omp parallel for num_threads(be.threads()) schedule(static) if (x.numel() > be.parallel_min())
   for (std::int64_t r = 0; r < rows; ++r) {
     float const* xr = xd + r * c;
     float* yr = yd + r * c;
