@@ -10,6 +10,8 @@
 #include <omp.h>
 
 #include <fd/nn/init.hpp>
+#include <fd/pipelines/sampler.hpp>
+#include <fd/schedulers/all.hpp>
 
 #include "cli_common.hpp"
 
@@ -19,6 +21,8 @@ struct BenchArgs {
   std::string config = "sd15";
   int batch = 2, height = 64, width = 64, context_len = 77;
   int threads = 0, warmup = 1, repeat = 3;
+  int sampler_steps = 0;  ///< > 0: also time DDIM loops of this many steps (baseline, fd-seq, fd)
+  std::string loops = "none,fd-seq,fd";
 };
 
 /// The machine's fp32 FMA peak on `threads` threads (GFLOP/s): independent FMA chains on the widest
@@ -97,6 +101,10 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
   cmd->add_option("--threads", a.threads, "CPU threads (0 = all)");
   cmd->add_option("--warmup", a.warmup, "untimed forwards first")->capture_default_str();
   cmd->add_option("--repeat", a.repeat, "timed forwards")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--sampler-steps", a.sampler_steps,
+                  "also time DDIM sampling loops of this many steps with guidance 7.5 (keys 50ls, injection 0.003)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--loops", a.loops, "which loops to time, comma-separated: none, fd-seq, fd")->capture_default_str();
   cmd->callback([&run, &a] {
     run = [&a] {
       Backend be{{.threads = a.threads}};
@@ -142,6 +150,41 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
                   tf.median_ms / 1e3, tf.min_ms / 1e3, a.repeat);
       std::printf("  encoder median %.3f s, decoder median %.3f s (decoder share %.1f %%)\n", te.median_ms / 1e3,
                   td.median_ms / 1e3, 100.0 * td.median_ms / tf.median_ms);
+      if (a.sampler_steps > 0) {
+        // CFG batch: x is [B, ...] latents, the context [2B, L, D] (the forward above used x as the batch).
+        std::int64_t const b = std::max<std::int64_t>(1, a.batch / 2);
+        Tensor z = x.slice(0, 0, b).contiguous(be);
+        Tensor c2 = ctx.slice(0, 0, 2 * b).contiguous(be);
+        fd::SamplerOptions o{.guidance = 7.5f, .keep_trajectory = false};
+        double base_s = 0;
+        std::vector<std::string> wanted;
+        for (std::size_t p = 0; p <= a.loops.size();) {
+          std::size_t const q = std::min(a.loops.find(',', p), a.loops.size());
+          wanted.push_back(a.loops.substr(p, q - p));
+          p = q + 1;
+        }
+        for (std::string_view mode : {"none", "fd-seq", "fd"}) {
+          if (std::find(wanted.begin(), wanted.end(), mode) == wanted.end()) continue;
+          fd::Scheduler<fd::sched::Ddim> ddim(fd::SchedulerConfig::sd15(fd::SchedulerKind::kDdim));
+          fd::SamplerStats st;
+          if (mode == "none") {
+            st = fd::Sampler<fd::keys::All, fd::prop::None, fd::inject::None>::run(be, unet, ddim, a.sampler_steps, z, c2, o).stats;
+          } else if (mode == "fd-seq") {
+            st = fd::Sampler<fd::keys::Paper50, fd::prop::EncoderPropagation<fd::prop::Sequential>, fd::inject::Prior>::run(
+                     be, unet, ddim, a.sampler_steps, z, c2, o)
+                     .stats;
+          } else {
+            st = fd::Sampler<fd::keys::Paper50, fd::prop::EncoderPropagation<fd::prop::Parallel>, fd::inject::Prior>::run(
+                     be, unet, ddim, a.sampler_steps, z, c2, o)
+                     .stats;
+          }
+          if (mode == "none") base_s = st.seconds;
+          std::printf("sampler DDIM-%d %-6s: %.2f s, encoder runs %d, decoder calls %d, decoded steps %d%s\n",
+                      a.sampler_steps, std::string(mode).c_str(), st.seconds, st.encoder_runs, st.decoder_calls,
+                      st.decoded_steps,
+                      base_s > 0 && mode != "none" ? (", speed-up " + std::to_string(base_s / st.seconds) + "x").c_str() : "");
+        }
+      }
       double const peak = measure_fma_peak(be.threads());
       std::printf("  %.1f GFLOP per forward (matrix products), %.1f GFLOP/s at the median\n", gflop,
                   gflop / (tf.median_ms / 1e3));

@@ -163,8 +163,7 @@ class Sampler {
       }
     };
     // Guided prediction for slot s of a decoder output holding n steps ([u@s0.., c@s0..] with CFG).
-    auto guided = [&](Tensor<B> const& eps_all, int n, int s) {
-      std::vector<float> const all = detail::host(be, eps_all);
+    auto guided = [&](std::vector<float> const& all, int n, int s) {
       std::vector<float> out(per_image * static_cast<std::size_t>(b));
       std::size_t const block = per_image * static_cast<std::size_t>(b);
       if (!cfg) {
@@ -197,7 +196,7 @@ class Sampler {
         float const t = tf[static_cast<std::size_t>(i)];
         auto f = unet.encode(scheduler.scale_model_input(be, cfg_input(z), i), {&t, 1}, context);
         ++res.stats.encoder_runs;
-        Tensor<B> eps_all = decode(f, {&t, 1});
+        std::vector<float> const eps_all = detail::host(be, decode(f, {&t, 1}));
         inject(i);
         finish_step(i, guided(eps_all, 1, 0), true);
       }
@@ -218,7 +217,7 @@ class Sampler {
           int const m = std::min(chunk, n - c0);
           std::vector<float> tsub;
           for (int s = 0; s < m; ++s) tsub.push_back(tf[static_cast<std::size_t>(group[static_cast<std::size_t>(c0 + s)])]);
-          Tensor<B> eps_all = decode(f, tsub);
+          std::vector<float> const eps_all = detail::host(be, decode(f, tsub));
           for (int s = 0; s < m && !stop; ++s) {
             int const i = group[static_cast<std::size_t>(c0 + s)];
             Tensor<B> eps = guided(eps_all, m, s);
@@ -237,7 +236,7 @@ class Sampler {
           cached = unet.encode(scheduler.scale_model_input(be, cfg_input(z), i), {&t, 1}, context);
           ++res.stats.encoder_runs;
         }
-        Tensor<B> eps_all = decode(cached, {&t, 1});
+        std::vector<float> const eps_all = detail::host(be, decode(cached, {&t, 1}));
         finish_step(i, guided(eps_all, 1, 0), key);
       }
     }
