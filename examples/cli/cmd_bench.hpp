@@ -23,6 +23,7 @@ struct BenchArgs {
   int threads = 0, warmup = 1, repeat = 3;
   int sampler_steps = 0;  ///< > 0: also time DDIM loops of this many steps (baseline, fd-seq, fd)
   std::string loops = "none,fd-seq,fd";
+  int max_decoder_rows = 0;
 };
 
 /// The machine's fp32 FMA peak on `threads` threads (GFLOP/s): independent FMA chains on the widest
@@ -105,6 +106,7 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
                   "also time DDIM sampling loops of this many steps with guidance 7.5 (keys 50ls, injection 0.003)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--loops", a.loops, "which loops to time, comma-separated: none, fd-seq, fd")->capture_default_str();
+  cmd->add_option("--max-decoder-rows", a.max_decoder_rows, "parallel decoder sub-batch cap in rows (0 = whole groups)");
   cmd->callback([&run, &a] {
     run = [&a] {
       Backend be{{.threads = a.threads}};
@@ -151,11 +153,12 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
       std::printf("  encoder median %.3f s, decoder median %.3f s (decoder share %.1f %%)\n", te.median_ms / 1e3,
                   td.median_ms / 1e3, 100.0 * td.median_ms / tf.median_ms);
       if (a.sampler_steps > 0) {
+        std::fflush(stdout);
         // CFG batch: x is [B, ...] latents, the context [2B, L, D] (the forward above used x as the batch).
         std::int64_t const b = std::max<std::int64_t>(1, a.batch / 2);
         Tensor z = x.slice(0, 0, b).contiguous(be);
         Tensor c2 = ctx.slice(0, 0, 2 * b).contiguous(be);
-        fd::SamplerOptions o{.guidance = 7.5f, .keep_trajectory = false};
+        fd::SamplerOptions o{.guidance = 7.5f, .max_decoder_rows = a.max_decoder_rows, .keep_trajectory = false};
         double base_s = 0;
         std::vector<std::string> wanted;
         for (std::size_t p = 0; p <= a.loops.size();) {
@@ -183,6 +186,7 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
                       a.sampler_steps, std::string(mode).c_str(), st.seconds, st.encoder_runs, st.decoder_calls,
                       st.decoded_steps,
                       base_s > 0 && mode != "none" ? (", speed-up " + std::to_string(base_s / st.seconds) + "x").c_str() : "");
+          std::fflush(stdout);
         }
       }
       double const peak = measure_fma_peak(be.threads());
