@@ -44,7 +44,9 @@ inline void add_sample_command(CLI::App& app, SampleArgs& a, std::function<void(
   cmd->add_option("--keys", a.keys, "key steps: 50ls | 50ls-personalized | 100ls | 75ls | s2 | pro | every:N | LIST")
       ->capture_default_str();
   cmd->add_option("--noise-injection", a.injection, "prior noise injection coefficient, or off (default 0.003 with fd, off with none)");
-  cmd->add_option("--max-decoder-rows", a.max_decoder_rows, "split parallel decoder batches above this many rows (0 = no limit)");
+  cmd->add_option("--max-decoder-rows", a.max_decoder_rows,
+                  "split parallel decoder batches above this many rows (default: two steps' worth of rows, the "
+                  "fastest on the CPU backend; -1 = whole groups)");
   cmd->add_option("--threads", a.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--variant", a.variant, "weights variant to prefer, e.g. fp16");
   cmd->callback([&run, &a] {
@@ -69,8 +71,12 @@ inline void add_sample_command(CLI::App& app, SampleArgs& a, std::function<void(
         noise = std::make_unique<fd::ReplayNoise>(fd::ReplayNoise::from_rows(be, require_input(be, in, "variance_noise")));
       }
       std::string inj = a.injection.empty() ? (a.accel == "none" ? "off" : "0.003") : a.injection;
+      // On the CPU a whole group in one batch is slower than two steps at a time: every new batch size
+      // is fresh memory to fault in, and the batch no longer fits the caches (docs/benchmarks.md).
+      int const step_rows = static_cast<int>(a.guidance > 1.0f ? 2 * x.dim(0) : x.dim(0));
+      int const rows = a.max_decoder_rows == 0 ? 2 * step_rows : (a.max_decoder_rows < 0 ? 0 : a.max_decoder_rows);
       fd::SamplerOptions o{.guidance = a.guidance, .guidance_rescale = a.guidance_rescale,
-                           .max_decoder_rows = a.max_decoder_rows, .noise = noise.get()};
+                           .max_decoder_rows = rows, .noise = noise.get()};
       bool const injecting = inj != "off";
       if (injecting) {
         try {
