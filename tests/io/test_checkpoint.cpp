@@ -1,6 +1,7 @@
 // Tests of fd::io::Checkpoint: sharded indexes, model-folder discovery (variants, pickle-only folders),
 // use tracking, concurrency, and every malformed-index case (error code + message).
 
+#include "common/temp_dir.hpp"
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -35,27 +36,7 @@ using fd::io::Checkpoint;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("fd_io_ckpt_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(TempDir const&) = delete;
-  TempDir& operator=(TempDir const&) = delete;
-  fs::path operator/(std::string_view name) const { return path_ / name; }
-  fs::path const& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using fdtest::TempDir;
 
 void write_text(fs::path const& p, std::string const& text) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);

@@ -1,6 +1,7 @@
 // Tests of fd::io::MappedFile, SafeTensorsFile, SafeTensorsWriter and save_safetensors: round trips of
 // every dtype, conversion exactness, and one test per malformed-input case (error code + message).
 
+#include "common/temp_dir.hpp"
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -38,28 +39,7 @@ using T = fd::Tensor<Cpu>;
 
 namespace {
 
-// A fresh directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("fd_io_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(TempDir const&) = delete;
-  TempDir& operator=(TempDir const&) = delete;
-  fs::path operator/(std::string_view name) const { return path_ / name; }
-  fs::path const& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using fdtest::TempDir;
 
 void write_bytes(fs::path const& p, std::string const& bytes) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
