@@ -649,6 +649,14 @@ TEST_CASE("ldm: bad single files fail with the file and the LDM tensor name", "[
     CHECK_THAT(e->what(), Catch::Contains(f.string()) && Catch::Contains("'first_stage_model.decoder.conv_in.bias' (as "
                                                                          "'decoder.conv_in.bias')"));
   }
+  SECTION("pickle checkpoint") {
+    fs::path const f = dir / "v1-5-pruned-emaonly.ckpt";
+    std::ofstream(f) << "PK";
+    auto e = catch_fd_error([&] { (void)fd::io::open_ldm_checkpoint(f); });
+    REQUIRE(e);
+    CHECK(e->code() == Errc::kUnsupported);
+    CHECK_THAT(e->what(), Catch::Contains(f.string()) && Catch::Contains("pickle"));
+  }
   SECTION("truncated file") {
     fs::path const f = dir / "cut.safetensors";
     write_file(f, tiny_ldm_tensors());

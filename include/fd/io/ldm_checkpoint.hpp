@@ -721,14 +721,23 @@ inline nlohmann::json infer_ldm_text_encoder_config(TensorShapes const& t, std::
 /// load errors name the file, the original tensor name and the diffusers name, and require_all_used()
 /// lists leftovers by their original names. A name a loader wants but the file lacks is reported with the
 /// LDM name it would have come from.
-/// Throws kIo/kFormat for an unreadable or malformed file, kUnsupported for an SD 2.x / SDXL / ControlNet
+/// Throws kIo/kFormat for an unreadable or malformed file, kUnsupported for a pickle file (.ckpt, .pt, .pth,
+/// .bin) or an SD 2.x / SDXL / ControlNet
 /// file (naming what was found), kUnexpectedTensor for unknown tensors, kMissingTensor / kShapeMismatch
 /// when a tensor needed to infer a config is absent or misshaped, kUnsupported when the text encoder's
 /// width differs from the UNet's cross-attention width.
 inline LdmComponents open_ldm_checkpoint(std::filesystem::path const& file, LdmOptions const& options = {}) {
   std::string const source = file.string();
+  std::string const ext = file.extension().string();
+  if (ext == ".ckpt" || ext == ".pt" || ext == ".pth" || ext == ".bin") {
+    fail(Errc::kUnsupported, source + ": PyTorch pickle checkpoints are not supported (reading them safely needs a "
+                                      "Python-compatible unpickler); use the .safetensors release of the model, or "
+                                      "convert it, e.g. with safetensors.torch.save_file(torch.load(f)[\"state_dict\"], ...)");
+  }
+  if (ext == ".json") {
+    fail(Errc::kInvalidArgument, source + ": a single-file checkpoint is one .safetensors file, not a JSON index");
+  }
   Checkpoint base = Checkpoint::open(file);
-  if (base.is_sharded()) fail(Errc::kUnsupported, source + ": single-file checkpoints are one .safetensors file");
   TensorShapes shapes;
   for (std::string const& n : base.names()) shapes.emplace(n, base.info(n).shape);
 
