@@ -18,7 +18,6 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -431,15 +430,14 @@ inline std::int64_t ldm_dim(TensorShapes const& t, std::string const& name, int 
   return s[dim];
 }
 
-// Largest N with a tensor `<prefix>N.<rest>` (and rest == suffix when given), plus one; 0 if none.
-inline int ldm_count(TensorShapes const& t, std::string const& prefix, std::string_view suffix = "") {
+// Largest N with a tensor `<prefix>N.<rest>`, plus one; 0 if none.
+inline int ldm_count(TensorShapes const& t, std::string const& prefix) {
   int n = 0;
   for (auto it = t.lower_bound(prefix); it != t.end() && it->first.starts_with(prefix); ++it) {
     std::string_view const r = std::string_view(it->first).substr(prefix.size());
     int k = 0;
     auto const [q, ec] = std::from_chars(r.data(), r.data() + r.size(), k);
     if (ec != std::errc() || q == r.data() || q == r.data() + r.size() || *q != '.') continue;
-    if (!suffix.empty() && r.substr(static_cast<std::size_t>(q - r.data()) + 1) != suffix) continue;
     n = std::max(n, k + 1);
   }
   return n;
