@@ -8,18 +8,26 @@
 #include <CLI/CLI.hpp>
 
 #include "cli_common.hpp"
+#include "cmd_convert_ldm.hpp"
 
 namespace fdcli {
 
 struct UnetArgs {
-  std::string model, inputs, output, variant;
+  std::string model, inputs, output, variant, config_patch;
   int threads = 0;
   int repeat = 0;
 };
 
 inline void add_unet_command(CLI::App& app, UnetArgs& a, std::function<void()>& run) {
   auto* cmd = app.add_subcommand("unet", "Run a UNet2DConditionModel on inputs from a safetensors file");
-  cmd->add_option("--model", a.model, "diffusers unet folder (config.json + weights)")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--model", a.model,
+                  "diffusers unet folder (config.json + weights), or a single-file SD 1.x checkpoint (.safetensors, "
+                  "LDM names; config inferred)")
+      ->required()
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--config-patch", a.config_patch,
+                  "with a single-file --model: JSON {\"unet\": {...}} merged into the inferred config")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--inputs", a.inputs,
                   "safetensors with sample [N,C,H,W], timestep [1|N], encoder_hidden_states [N,L,D]; optional "
                   "decoder_timestep [1], fdpar.timesteps [n]")
@@ -33,7 +41,13 @@ inline void add_unet_command(CLI::App& app, UnetArgs& a, std::function<void()>& 
   cmd->callback([&run, &a] {
     run = [&a] {
       Backend be{{.threads = a.threads}};
-      auto unet = fd::models::UNet2DCondition<Backend>::load(be, a.model, a.variant);
+      auto unet = [&] {
+        using UNet = fd::models::UNet2DCondition<Backend>;
+        if (std::filesystem::is_directory(a.model)) return UNet::load(be, a.model, a.variant);
+        fd::io::LdmComponents sd = fd::io::open_ldm_checkpoint(a.model, read_ldm_options(a.config_patch));
+        auto cfg = fd::models::UNetConfig::from_json(sd.unet_config, a.model + " (inferred UNet config)");
+        return UNet::from_checkpoint(be, std::move(cfg), sd.unet);
+      }();
       auto in = fd::io::SafeTensorsFile::open(a.inputs);
 
       // Names this command reads, and the ones it writes (a fixture io file holds both).

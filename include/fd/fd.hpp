@@ -12,4 +12,5 @@
 #include "fd/backend/cpu/ops.hpp"
 #include "fd/io/safetensors.hpp"
 #include "fd/io/checkpoint.hpp"
+#include "fd/io/ldm_checkpoint.hpp"
 #include "fd/models/unet/unet.hpp"

@@ -5,9 +5,11 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,6 +28,15 @@
 
 namespace fd::io {
 
+/// One tensor of a Checkpoint::view(): `source` (a name in the base checkpoint) presented as `name`,
+/// optionally with another shape of the same element count (e.g. a 1x1 convolution kernel
+/// [C, C, 1, 1] presented as a linear weight [C, C]; the row-major bytes are the same).
+struct Alias {
+  std::string name;
+  std::string source;
+  std::optional<Shape> shape = std::nullopt;
+};
+
 /// A model's tensors spread over one or more safetensors files.
 ///
 /// Index files ({"metadata": {...}, "weight_map": {tensor: shard file}}) are validated when opened: every
@@ -35,6 +46,10 @@ namespace fd::io {
 /// Use tracking: load() marks a tensor used and ignore() marks it deliberately skipped; unused() and
 /// require_all_used() then reveal tensors no module consumed, which almost always means a naming bug
 /// in a loader or a checkpoint for a different architecture.
+///
+/// Views: Checkpoint::view() presents a subset of another checkpoint's tensors under new names (used to
+/// read single-file checkpoints whose names differ from the ones the loaders bind to). A view has its own
+/// use tracking, and its errors name the original file and the original tensor name next to the new one.
 ///
 /// Thread-safety: concurrent load(), ignore() and mark_used() calls on one Checkpoint are safe; the set
 /// of tensors never changes after open.
@@ -55,10 +70,10 @@ class Checkpoint {
     if (path.extension() == ".json") {
       c.open_index();
     } else {
-      c.files_.push_back(SafeTensorsFile::open(path));
-      SafeTensorsFile const& f = c.files_.back();
+      c.files_->push_back(SafeTensorsFile::open(path));
+      SafeTensorsFile const& f = c.files_->back();
       for (std::string const& name : f.names()) {
-        c.entries_.emplace(name, Entry{0, &f.info(name)});
+        c.entries_.emplace(name, Entry{0, &f.info(name), {}, {}, Use::kUnused});
       }
       c.metadata_ = f.metadata();
     }
@@ -129,6 +144,48 @@ class Checkpoint {
     fail(Errc::kIo, dir.string() + ": no safetensors checkpoint found (tried " + list + ")");
   }
 
+  /// A checkpoint presenting `aliases` of `base`'s tensors (sharing its mapped files, which stay alive as
+  /// long as any view does). Use marks start empty and are independent of `base`'s. path() is base's path.
+  /// `describe_missing`, when given, explains in missing-tensor errors where a name absent from the view
+  /// would have come from (e.g. "the original file has no tensor 'model.diffusion_model.out.2.weight'").
+  /// Throws kMissingTensor if a source is not in `base`, kInvalidArgument for a duplicate name,
+  /// kShapeMismatch if a new shape has a different element count; each naming base's file.
+  static Checkpoint view(Checkpoint const& base, std::vector<Alias> const& aliases,
+                         std::function<std::string(std::string_view)> describe_missing = {}) {
+    Checkpoint c(base.path_);
+    c.files_ = base.files_;
+    c.sharded_ = base.sharded_;
+    c.metadata_ = base.metadata_;
+    c.describe_missing_ = std::move(describe_missing);
+    for (Alias const& a : aliases) {
+      auto const src = base.entries_.find(a.source);
+      if (src == base.entries_.end()) {
+        fail(Errc::kMissingTensor, base.path_.string() + ": no tensor " + detail::quoted(a.source) +
+                                       " (wanted as " + detail::quoted(a.name) + ")");
+      }
+      Entry e;
+      e.file = src->second.file;
+      e.stored = src->second.stored.empty() ? a.source : src->second.stored;
+      e.info = src->second.info;
+      if (a.shape && !(*a.shape == src->second.info->shape)) {
+        if (a.shape->numel() != src->second.info->shape.numel()) {
+          fail(Errc::kShapeMismatch, base.path_.string() + ": tensor " + detail::quoted(e.stored) + " " +
+                                         src->second.info->shape.str() + " cannot be presented as " +
+                                         detail::quoted(a.name) + " " + a.shape->str() + " (element counts differ)");
+        }
+        auto own = std::make_shared<TensorInfo>(*src->second.info);
+        own->shape = *a.shape;
+        e.info = own.get();
+        e.own = std::move(own);
+      }
+      if (e.stored == a.name) e.stored.clear();
+      if (!c.entries_.emplace(a.name, std::move(e)).second) {
+        fail(Errc::kInvalidArgument, base.path_.string() + ": two tensors presented as " + detail::quoted(a.name));
+      }
+    }
+    return c;
+  }
+
   Checkpoint(Checkpoint&&) noexcept = default;
   Checkpoint& operator=(Checkpoint&&) noexcept = default;
   Checkpoint(Checkpoint const&) = delete;
@@ -159,11 +216,31 @@ class Checkpoint {
   TensorInfo const& info(std::string_view name) const { return *entry(name).info; }
 
   /// The safetensors file holding `name`.
-  std::filesystem::path const& file_of(std::string_view name) const { return files_[entry(name).file].path(); }
+  std::filesystem::path const& file_of(std::string_view name) const { return file(entry(name)).path(); }
 
-  /// The stored bytes of a tensor (does not mark it used).
+  /// The name `name` is stored under in its file (differs from `name` only in views).
+  std::string const& stored_name(std::string_view name) const {
+    Entry const& e = entry(name);
+    return e.stored.empty() ? entries_.find(name)->first : e.stored;
+  }
+
+  /// How a tensor is named in error messages: "'name'", or in views "'name' (stored as 'original')".
+  std::string describe(std::string_view name) const {
+    auto it = entries_.find(name);
+    if (it == entries_.end() || it->second.stored.empty()) return detail::quoted(name);
+    return detail::quoted(name) + " (stored as " + detail::quoted(it->second.stored) + ")";
+  }
+
+  /// Extra explanation for a name this checkpoint lacks ("" for plain checkpoints; views may say which
+  /// original tensor would have provided it).
+  std::string missing_note(std::string_view name) const {
+    return describe_missing_ && !contains(name) ? describe_missing_(name) : std::string();
+  }
+
+  /// The stored bytes of a tensor (does not mark it used). A view's reshaped tensor has the same bytes.
   std::span<std::byte const> bytes(std::string_view name) const {
-    return files_[entry(name).file].bytes(name);
+    Entry const& e = entry(name);
+    return file(e).bytes(e.stored.empty() ? name : std::string_view(e.stored));
   }
 
   /// Metadata of the single file's "__metadata__", or of the index's "metadata" (non-string values are
@@ -174,7 +251,7 @@ class Checkpoint {
   template <backend::Backend B>
   Tensor<B> load(B const& be, std::string_view name, DType target = DType::kF32) {
     Entry& e = entry(name);
-    Tensor<B> t = files_[e.file].load(be, name, target);
+    Tensor<B> t = detail::load_tensor(be, *e.info, bytes(name), target, who(name, e));
     set_use(e, Use::kLoaded);
     return t;
   }
@@ -183,13 +260,18 @@ class Checkpoint {
   template <backend::Backend B>
   Tensor<B> load(B const& be, std::string_view name, Shape const& expected, DType target = DType::kF32) {
     Entry& e = entry(name);
-    Tensor<B> t = files_[e.file].load(be, name, expected, target);
+    std::string const w = who(name, e);
+    detail::require_shape(*e.info, expected, w);
+    Tensor<B> t = detail::load_tensor(be, *e.info, bytes(name), target, w);
     set_use(e, Use::kLoaded);
     return t;
   }
 
   /// Throws kNonFinite naming the file, tensor and first bad index if the tensor holds NaN/infinity.
-  void require_finite(std::string_view name) const { files_[entry(name).file].require_finite(name); }
+  void require_finite(std::string_view name) const {
+    Entry const& e = entry(name);
+    detail::require_finite_bytes(e.info->dtype, e.info->shape, bytes(name), who(name, e));
+  }
 
   /// Marks a tensor used without loading it (e.g. when its bytes were read directly).
   void mark_used(std::string_view name) { set_use(entry(name), Use::kLoaded); }
@@ -237,7 +319,10 @@ class Checkpoint {
     constexpr std::size_t kShown = 20;
     std::string list;
     for (std::size_t i = 0; i < left.size() && i < kShown; ++i) {
-      list += (i ? ", " : "") + detail::quoted(left[i]);
+      // Views name the tensor as the file stores it: that is the name a user can look up.
+      Entry const& e = entry(left[i]);
+      list += (i ? ", " : "") + (e.stored.empty() ? detail::quoted(left[i])
+                                                 : detail::quoted(e.stored) + " (as " + detail::quoted(left[i]) + ")");
     }
     if (left.size() > kShown) {
       list += ", ... (" + std::to_string(left.size() - kShown) + " more)";
@@ -258,16 +343,31 @@ class Checkpoint {
 
   struct Entry {
     std::size_t file = 0;
-    TensorInfo const* info = nullptr;  // owned by files_[file]; map nodes are stable across moves
+    TensorInfo const* info = nullptr;  // owned by (*files_)[file] or by `own`; map nodes are stable across moves
+    std::string stored;                // views: the name in the file when it differs from the key
+    std::shared_ptr<TensorInfo const> own;  // views: the info with the presented shape
     Use use = Use::kUnused;
   };
 
-  explicit Checkpoint(std::filesystem::path path) : path_(std::move(path)), mu_(std::make_unique<std::mutex>()) {}
+  explicit Checkpoint(std::filesystem::path path)
+      : path_(std::move(path)),
+        files_(std::make_shared<std::vector<SafeTensorsFile>>()),
+        mu_(std::make_unique<std::mutex>()) {}
+
+  SafeTensorsFile const& file(Entry const& e) const { return (*files_)[e.file]; }
+
+  // Error context for a tensor: "<file>: tensor 'name'" plus the stored name in views.
+  std::string who(std::string_view name, Entry const& e) const {
+    if (e.stored.empty()) return detail::tensor_context(file(e).path(), name);
+    return file(e).path().string() + ": tensor " + detail::quoted(e.stored) + " (as " + detail::quoted(name) + ")";
+  }
 
   Entry const& entry(std::string_view name) const {
     auto it = entries_.find(name);
     if (it == entries_.end()) {
-      fail(Errc::kMissingTensor, path_.string() + ": no tensor " + detail::quoted(name));
+      std::string const note = describe_missing_ ? describe_missing_(name) : std::string();
+      fail(Errc::kMissingTensor, path_.string() + ": no tensor " + detail::quoted(name) +
+                                     (note.empty() ? "" : " (" + note + ")"));
     }
     return it->second;
   }
@@ -314,17 +414,17 @@ class Checkpoint {
             shard_json.dump() + ")");
       }
       std::string const& shard = shard_json.get_ref<std::string const&>();
-      auto [it, inserted] = shard_index.try_emplace(shard, files_.size());
+      auto [it, inserted] = shard_index.try_emplace(shard, files_->size());
       if (inserted) {
-        files_.push_back(open_shard(folder, shard, tensor));
+        files_->push_back(open_shard(folder, shard, tensor));
       }
-      SafeTensorsFile const& f = files_[it->second];
+      SafeTensorsFile const& f = (*files_)[it->second];
       if (!f.contains(tensor)) {
         fail(Errc::kMissingTensor, path_.string() + ": tensor " + detail::quoted(tensor) +
                                        " is listed in weight_map but its shard " + f.path().string() +
                                        " does not hold it");
       }
-      entries_.emplace(tensor, Entry{it->second, &f.info(tensor)});
+      entries_.emplace(tensor, Entry{it->second, &f.info(tensor), {}, {}, Use::kUnused});
     }
   }
 
@@ -351,7 +451,8 @@ class Checkpoint {
 
   std::filesystem::path path_;
   bool sharded_ = false;
-  std::vector<SafeTensorsFile> files_;
+  std::shared_ptr<std::vector<SafeTensorsFile>> files_;  // shared with views
+  std::function<std::string(std::string_view)> describe_missing_;
   std::map<std::string, Entry, std::less<>> entries_;
   std::map<std::string, std::string> metadata_;
   std::unique_ptr<std::mutex> mu_;

@@ -19,13 +19,14 @@ void load_parameters(B const& be, Module& module, io::Checkpoint& ckpt, std::str
       [&](std::string const& name, Tensor<B>& dst) {
         std::string const full = prefix + name;
         if (!ckpt.contains(full)) {
+          std::string const note = ckpt.missing_note(full);
           fail(Errc::kMissingTensor, ckpt.path().string() + ": missing tensor '" + full + "' (expected shape " +
-                                         dst.shape().str() + ")");
+                                         dst.shape().str() + (note.empty() ? "" : "; " + note) + ")");
         }
         // Integer weights would convert silently; no real checkpoint stores them, so it is corruption.
         DType const stored = ckpt.info(full).dtype;
         if (!is_floating(stored)) {
-          fail(Errc::kDTypeMismatch, ckpt.file_of(full).string() + ": tensor '" + full + "' is " +
+          fail(Errc::kDTypeMismatch, ckpt.file_of(full).string() + ": tensor " + ckpt.describe(full) + " is " +
                                          std::string(dtype_name(stored)) + "; weights must be F32, F16 or BF16");
         }
         Tensor<B> src = ckpt.load(be, full, dst.shape(), dst.dtype());

@@ -60,8 +60,15 @@ class UNet2DCondition {
   /// exact shape and no tensor may be left over.
   static UNet2DCondition load(B const& be, std::filesystem::path const& dir, std::string_view variant = "") {
     UNetConfig cfg = UNetConfig::from_file(dir / "config.json");
-    UNet2DCondition m(be, std::move(cfg));
     io::Checkpoint ckpt = io::Checkpoint::open_model_dir(dir, "diffusion_pytorch_model", variant);
+    return from_checkpoint(be, std::move(cfg), ckpt);
+  }
+
+  /// Builds the model for `cfg` and loads it from `ckpt` by diffusers names (any checkpoint: a folder's
+  /// weights, or a view of a single-file checkpoint, see fd/io/ldm_checkpoint.hpp). Every parameter must
+  /// be present with its exact shape, and every tensor of `ckpt` must be consumed (kUnexpectedTensor).
+  static UNet2DCondition from_checkpoint(B const& be, UNetConfig cfg, io::Checkpoint& ckpt) {
+    UNet2DCondition m(be, std::move(cfg));
     nn::load_parameters(be, m, ckpt, "");
     return m;
   }
