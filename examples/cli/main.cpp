@@ -7,6 +7,7 @@
 
 #include "cmd_bench.hpp"
 #include "cmd_compare.hpp"
+#include "cmd_randn.hpp"
 #include "cmd_sample.hpp"
 #include "cmd_scheduler.hpp"
 #include "cmd_unet.hpp"
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   fdcli::add_scheduler_command(app, run);
   fdcli::SampleArgs sample_args;
   fdcli::add_sample_command(app, sample_args, run);
+  fdcli::RandnArgs randn_args;
+  fdcli::add_randn_command(app, randn_args, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {
