@@ -81,13 +81,17 @@ class Mt19937 {
   }
 
  private:
+  // Regenerates all 624 words; split in three runs so that no index needs a modulo.
   void twist() noexcept {
     constexpr std::size_t kShift = 397;
-    constexpr std::uint32_t kMatrix = 0x9908b0dfu;
-    for (std::size_t i = 0; i < kStateSize; ++i) {
-      std::uint32_t const y = (state_[i] & 0x80000000u) | (state_[(i + 1) % kStateSize] & 0x7fffffffu);
-      state_[i] = state_[(i + kShift) % kStateSize] ^ (y >> 1) ^ ((y & 1u) ? kMatrix : 0u);
-    }
+    auto mix = [](std::uint32_t upper, std::uint32_t lower, std::uint32_t far) noexcept {
+      std::uint32_t const y = (upper & 0x80000000u) | (lower & 0x7fffffffu);
+      return far ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+    };
+    std::size_t i = 0;
+    for (; i < kStateSize - kShift; ++i) state_[i] = mix(state_[i], state_[i + 1], state_[i + kShift]);
+    for (; i < kStateSize - 1; ++i) state_[i] = mix(state_[i], state_[i + 1], state_[i + kShift - kStateSize]);
+    state_[kStateSize - 1] = mix(state_[kStateSize - 1], state_[0], state_[kShift - 1]);
     next_ = 0;
   }
 
