@@ -5,7 +5,7 @@
 /// which is how diffusers draws initial latents (and the noise of ancestral steps) with a CPU
 /// generator. See docs/random.md.
 ///
-/// What has to match, and why it is done this way (PyTorch 1.13 … 2.x, x86-64):
+/// What has to match (PyTorch 1.13 and 2.x CPU generator):
 ///   - The engine is the 32-bit Mersenne Twister (MT19937) seeded with the low 32 bits of the seed,
 ///     exactly as std::mt19937; `random64()` joins two outputs, the first one as the high word.
 ///   - float uniforms take the low 24 bits of one output: (x & (2^24 - 1)) * 2^-24, in [0, 1);
@@ -20,9 +20,10 @@
 ///     r sin(theta) for the next single value). That cached value lives in the generator: it survives
 ///     across calls (also across n >= 16 draws, which neither use nor clear it) and is dropped only
 ///     by manual_seed.
-/// PyTorch computes the float block with its own vectorised log/sin/cos (AVX2 builds) or the C
-/// library's, so results agree with a given PyTorch build to about one float ulp, not bit for bit
-/// (fixture: max error 1.1e-7 relative to max|x|).
+/// The float block is computed with the log and sincos of PyTorch's x86-64 (AVX2) kernel
+/// (fd/random/torch_math.hpp), so results are bit-identical to torch.randn on such builds (the
+/// fixture: all 8 cases). PyTorch builds that take the generic path (e.g. ARM) use the C library's
+/// functions and an angle formed in double; they differ from these values by about one float ulp.
 ///
 /// @code
 ///   fd::random::TorchCpuGenerator gen(42);
@@ -44,6 +45,7 @@
 #include "fd/core/shape.hpp"
 #include "fd/core/tensor.hpp"
 #include "fd/error.hpp"
+#include "fd/random/torch_math.hpp"
 
 namespace fd::random {
 
@@ -188,20 +190,19 @@ class TorchCpuGenerator {
   static constexpr std::size_t kBlock = 16;
   static constexpr float kTwoPi = static_cast<float>(2.0 * std::numbers::pi);
 
-  // Block of 16 uniforms -> 16 normals, all in float. The angle is float(2 pi) * u2 rounded in float,
-  // as x86-64 (AVX2) PyTorch builds compute it; their non-vectorised fallback forms 2 pi u2 in double,
-  // which moves theta by up to one float ulp. Against the fixture (an AVX2 build) this choice gives
-  // ~1e-7 relative instead of ~5e-7, and ~83% of values bit-identical (the rest differ by the
-  // last bit or two of PyTorch's own log/sincos approximations).
+  // Block of 16 uniforms -> 16 normals, all in float, rounded as PyTorch's x86-64 (AVX2) kernel:
+  // its log and sincos (detail::torch_logf / torch_sincosf, not the C library's) and the angle
+  // float(2 pi) * u2 formed in float.
   static void box_muller_block(float* v) noexcept {
     constexpr std::size_t kHalf = kBlock / 2;
     for (std::size_t j = 0; j < kHalf; ++j) {
       float const u1 = 1.0f - v[j];  // [0, 1) -> (0, 1] for the log
       float const u2 = v[j + kHalf];
-      float const radius = std::sqrt(-2.0f * std::log(u1));
-      float const theta = kTwoPi * u2;
-      v[j] = radius * std::cos(theta);
-      v[j + kHalf] = radius * std::sin(theta);
+      float const radius = std::sqrt(-2.0f * detail::torch_logf(u1));
+      float sin_t = 0.0f, cos_t = 0.0f;
+      detail::torch_sincosf(kTwoPi * u2, sin_t, cos_t);
+      v[j] = radius * cos_t;
+      v[j + kHalf] = radius * sin_t;
     }
   }
 
