@@ -8,6 +8,7 @@
 #include "cmd_bench.hpp"
 #include "cmd_compare.hpp"
 #include "cmd_convert_ldm.hpp"
+#include "cmd_randn.hpp"
 #include "cmd_sample.hpp"
 #include "cmd_scheduler.hpp"
 #include "cmd_unet.hpp"
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
   fdcli::add_sample_command(app, sample_args, run);
   fdcli::ConvertLdmArgs convert_ldm_args;
   fdcli::add_convert_ldm_command(app, convert_ldm_args, run);
+  fdcli::RandnArgs randn_args;
+  fdcli::add_randn_command(app, randn_args, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -2,13 +2,17 @@
 // To cover more of the package, add a check_* function per header and call it from main.
 
 #include <cstdlib>
+#include <cstdint>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <string_view>
 #include <vector>
 
 #include <fd/backend/cpu/backend.hpp>
 #include <fd/core/tensor.hpp>
+#include <fd/io/png.hpp>
+#include <fd/random/torch_generator.hpp>
 
 namespace {
 
@@ -44,12 +48,25 @@ void check_tensor_views() {
   check(last_col.to_vector_f32(cpu) == std::vector<float>{2, 5}, "slice(1, 2, 3) holds {2, 5}");
 }
 
+// libpng must come through the target (PNG::PNG): write and read back a tiny image.
+void check_png_and_rng() {
+  auto const p = std::filesystem::temp_directory_path() / "fd_consumer_check.png";
+  std::vector<std::uint8_t> const px{1, 2, 3, 4, 5, 6};
+  fd::io::write_png(p, px, 2, 1, 3, {{"k", "v"}});
+  auto const img = fd::io::read_png(p);
+  std::filesystem::remove(p);
+  check(img.pixels == px && img.text.size() == 1, "write_png/read_png round trip");
+  fd::random::TorchCpuGenerator gen(5489);
+  check(gen.random() == 3499211612u, "TorchCpuGenerator(5489).random() is mt19937's first output");
+}
+
 }  // namespace
 
 int main() {
   try {
     check_cpu_backend();
     check_tensor_views();
+    check_png_and_rng();
   } catch (std::exception const& e) {
     std::cerr << "consumer: unexpected exception: " << e.what() << '\n';
     return EXIT_FAILURE;
