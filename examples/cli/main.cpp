@@ -11,6 +11,7 @@
 #include "cmd_randn.hpp"
 #include "cmd_sample.hpp"
 #include "cmd_scheduler.hpp"
+#include "cmd_text_encoder.hpp"
 #include "cmd_unet.hpp"
 
 int main(int argc, char** argv) {
@@ -33,6 +34,8 @@ int main(int argc, char** argv) {
   fdcli::add_convert_ldm_command(app, convert_ldm_args, run);
   fdcli::RandnArgs randn_args;
   fdcli::add_randn_command(app, randn_args, run);
+  fdcli::TextEncoderArgs text_encoder_args;
+  fdcli::add_text_encoder_command(app, text_encoder_args, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -788,7 +788,8 @@ struct AttnOperand {
 };
 
 std::vector<double> attention_ref(AttnOperand const& q, AttnOperand const& k, AttnOperand const& v, std::int64_t b,
-                                  std::int64_t lq, std::int64_t lk, int heads, std::int64_t d, double scale) {
+                                  std::int64_t lq, std::int64_t lk, int heads, std::int64_t d, double scale,
+                                  bool causal = false) {
   std::int64_t const hd = heads * d;
   std::vector<double> o(idx(b * lq * hd));
   std::vector<double> s(idx(lk));
@@ -796,20 +797,21 @@ std::vector<double> attention_ref(AttnOperand const& q, AttnOperand const& k, At
     for (int h = 0; h < heads; ++h) {
       for (std::int64_t i = 0; i < lq; ++i) {
         double m = -std::numeric_limits<double>::infinity();
-        for (std::int64_t j = 0; j < lk; ++j) {
+        std::int64_t const keys = causal ? std::min(lk, i + 1) : lk;
+        for (std::int64_t j = 0; j < keys; ++j) {
           double dot = 0.0;
           for (std::int64_t c = 0; c < d; ++c) dot += q.at(bi, i, h * d + c) * k.at(bi, j, h * d + c);
           s[idx(j)] = scale * dot;
           m = std::max(m, s[idx(j)]);
         }
         double sum = 0.0;
-        for (std::int64_t j = 0; j < lk; ++j) {
+        for (std::int64_t j = 0; j < keys; ++j) {
           s[idx(j)] = std::exp(s[idx(j)] - m);
           sum += s[idx(j)];
         }
         for (std::int64_t c = 0; c < d; ++c) {
           double acc = 0.0;
-          for (std::int64_t j = 0; j < lk; ++j) acc += s[idx(j)] * v.at(bi, j, h * d + c);
+          for (std::int64_t j = 0; j < keys; ++j) acc += s[idx(j)] * v.at(bi, j, h * d + c);
           o[idx((bi * lq + i) * hd + h * d + c)] = acc / sum;
         }
       }
@@ -880,6 +882,68 @@ TEST_CASE("attention: cross-attention and query blocking", "[backend][cpu][atten
                                          kvt.slice(2, hd, 2 * hd), c.heads, static_cast<float>(scale));
       check_tensor(be, y, {c.b, c.lq, hd}, ref, 3e-6);
     }
+  }
+}
+
+TEST_CASE("attention: causal mask (CLIP text encoder)", "[backend][cpu][attention]") {
+  struct Case {
+    std::int64_t b, l;
+    int heads;
+    std::int64_t d;
+  };
+  // L = 600 takes query blocks of 436 + 164: the second block must see the keys of the first.
+  Case const cases[] = {{3, 77, 4, 8}, {1, 600, 2, 16}, {2, 1, 2, 8}, {1, 17, 1, 64}};
+  std::uint32_t seed = 1300;
+  for (Case const& c : cases) {
+    std::int64_t const hd = c.heads * c.d;
+    double const scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+    std::vector<float> const fused = randn(c.b * c.l * 3 * hd, ++seed);
+    AttnOperand const q{&fused, c.l * 3 * hd, 3 * hd, 0}, k{&fused, c.l * 3 * hd, 3 * hd, hd},
+        v{&fused, c.l * 3 * hd, 3 * hd, 2 * hd};
+    std::vector<double> const ref = attention_ref(q, k, v, c.b, c.l, c.l, c.heads, c.d, scale, true);
+    for (int threads : kThreadCounts) {
+      Cpu be{{.threads = threads, .parallel_min = 0}};
+      INFO("causal B " << c.b << ", L " << c.l << ", heads " << c.heads << ", d " << c.d << ", threads " << threads);
+      T const qkv = tensor(be, {c.b, c.l, 3 * hd}, fused);
+      T const y = fd::backend::attention(be, qkv.slice(2, 0, hd), qkv.slice(2, hd, 2 * hd), qkv.slice(2, 2 * hd, 3 * hd),
+                                         c.heads, static_cast<float>(scale), fd::backend::AttentionMask::kCausal);
+      check_tensor(be, y, {c.b, c.l, hd}, ref, 3e-6);
+    }
+  }
+}
+
+TEST_CASE("embedding: rows by id plus positions; ids out of range are named", "[backend][cpu]") {
+  Cpu be;
+  std::vector<float> table(5 * 3), pos(4 * 3);
+  for (std::size_t i = 0; i < table.size(); ++i) table[i] = static_cast<float>(i);
+  for (std::size_t i = 0; i < pos.size(); ++i) pos[i] = 100.0f * static_cast<float>(i);
+  T const tt = tensor(be, {5, 3}, table), pt = tensor(be, {4, 3}, pos);
+  std::vector<std::int64_t> const ids{4, 0, 2, 1, 1, 3};  // batch 2 x 3
+  std::vector<float> const y = fd::backend::embedding(be, tt, ids, 2, pt).to_vector_f32(be);
+  REQUIRE(y.size() == 18);
+  for (std::size_t i = 0; i < 6; ++i) {
+    for (std::size_t j = 0; j < 3; ++j) {
+      CHECK(y[i * 3 + j] == table[static_cast<std::size_t>(ids[i]) * 3 + j] + pos[(i % 3) * 3 + j]);
+    }
+  }
+  std::vector<float> const plain = fd::backend::embedding(be, tt, ids, 3).to_vector_f32(be);
+  CHECK(plain[3] == table[0]);
+  std::vector<std::int64_t> const bad{1, 5};
+  CHECK_THROWS_WITH(fd::backend::embedding(be, tt, bad, 1), Catch::Contains("id 5 at [0, 1]"));
+  CHECK_THROWS_WITH(fd::backend::embedding(be, tt, ids, 4), Catch::Contains("batch of 4"));
+  std::vector<std::int64_t> const long_ids(10, 0);
+  CHECK_THROWS_WITH(fd::backend::embedding(be, tt, long_ids, 1, pt), Catch::Contains("10 positions"));
+}
+
+TEST_CASE("quick_gelu: x * sigmoid(1.702 x)", "[backend][cpu]") {
+  Cpu be;
+  std::vector<float> const x = randn(1000, 77);
+  T t = tensor(be, {1000}, x);
+  fd::backend::quick_gelu_(be, t);
+  std::vector<float> const y = t.to_vector_f32(be);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    double const ref = x[i] / (1.0 + std::exp(-1.702 * x[i]));
+    CHECK(std::fabs(y[i] - ref) <= 1e-6 * (1.0 + std::fabs(ref)));
   }
 }
 

@@ -21,6 +21,12 @@
 
 namespace fd::backend {
 
+/// Which keys a query may attend to.
+enum class AttentionMask {
+  kNone,    ///< every key
+  kCausal,  ///< keys j <= i for query i (CLIP's text encoder)
+};
+
 namespace cpu::detail {
 
 // q/k/v are [B, L, H*d] with contiguous rows; row stride may exceed H*d (views into a fused QKV).
@@ -35,10 +41,11 @@ inline void check_attention_operand(char const* what, Tensor<Cpu> const& t, std:
 
 }  // namespace cpu::detail
 
-/// o[B, Lq, H*d] = concat_h softmax(scale * q_h k_h^T) v_h, head h owning channels [h*d, (h+1)*d).
+/// o[B, Lq, H*d] = concat_h softmax(scale * q_h k_h^T + M) v_h, head h owning channels [h*d, (h+1)*d);
+/// M masks keys after the query's own position with kCausal.
 /// @pre q [B, Lq, H*d], k and v [B, Lk, H*d]; rows contiguous (row strides may be larger).
 inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> const& k, Tensor<Cpu> const& v, int heads,
-                             float scale) {
+                             float scale, AttentionMask mask = AttentionMask::kNone) {
   using namespace cpu::detail;
   if (q.rank() != 3) fail(Errc::kShapeMismatch, "attention: query must be [B, L, C], got " + q.shape().str());
   std::int64_t const b = q.dim(0), lq = q.dim(1), hd = q.dim(2);
@@ -90,7 +97,14 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
       float const* kp = kd + bi * ks0 + h * d;
       float const* vp = vd + bi * vs0 + h * d;
       float* s = mine;
-      sgemm(false, true, rows, lk, d, scale, qp, qs1, kp, ks1, 0.0f, s, lk, 1);
+      // Causal: keys past the block's last query are never seen, so neither GEMM touches them.
+      std::int64_t const nk = mask == AttentionMask::kCausal ? std::min(lk, q0 + rows) : lk;
+      sgemm(false, true, rows, nk, d, scale, qp, qs1, kp, ks1, 0.0f, s, lk, 1);
+      if (mask == AttentionMask::kCausal) {
+        for (std::int64_t r = 0; r < rows; ++r) {
+          for (std::int64_t j = q0 + r + 1; j < nk; ++j) s[r * lk + j] = -std::numeric_limits<float>::infinity();
+        }
+      }
       // Unnormalised softmax: the 1/sum is applied to the [rows, d] output instead of the
       // [rows, Lk] probabilities, one pass over the scores fewer.
       float* inv_sum = mine + bq * lk;
@@ -98,10 +112,10 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
         float* row = s + r * lk;
         float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
-        for (std::int64_t j = 0; j < lk; ++j) m = row[j] > m ? row[j] : m;  // std::max does not vectorise here
+        for (std::int64_t j = 0; j < nk; ++j) m = row[j] > m ? row[j] : m;  // std::max does not vectorise here
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (std::int64_t j = 0; j < lk; ++j) {
+        for (std::int64_t j = 0; j < nk; ++j) {
           float const e = exp_f32(row[j] - m);
           row[j] = e;
           sum += e;
@@ -109,7 +123,7 @@ inline Tensor<Cpu> attention(Cpu const& be, Tensor<Cpu> const& q, Tensor<Cpu> co
         inv_sum[r] = 1.0f / sum;
       }
       float* op = od + bi * lq * hd + q0 * hd + h * d;
-      sgemm(false, false, rows, d, lk, 1.0f, s, lk, vp, vs1, 0.0f, op, hd, 1);
+      sgemm(false, false, rows, d, nk, 1.0f, s, lk, vp, vs1, 0.0f, op, hd, 1);
       for (std::int64_t r = 0; r < rows; ++r) {
         float const f = inv_sum[r];
 #pragma omp simd

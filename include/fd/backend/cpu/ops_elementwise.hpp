@@ -52,6 +52,59 @@ inline void gelu_(Cpu const& be, Tensor<Cpu>& x) {
   cpu::detail::parallel_map(be, d, d, x.numel(), [](float v) { return cpu::detail::gelu_f32(v); });
 }
 
+/// CLIP's quick GELU, x * sigmoid(1.702 x), in place.
+inline void quick_gelu_(Cpu const& be, Tensor<Cpu>& x) {
+  cpu::detail::require_contiguous_f32("quick_gelu", "input", x);
+  float* d = x.data<float>();
+  cpu::detail::parallel_map(be, d, d, x.numel(),
+                            [](float v) { return v / (1.0f + cpu::detail::exp_f32(-1.702f * v)); });
+}
+
+/// Embedding lookup: y[b, l, :] = table[ids[b * L + l], :] (+ positions[l, :] when given), with
+/// L = ids.size() / batch. Ids outside [0, rows) are rejected naming the id and its position.
+inline Tensor<Cpu> embedding(Cpu const& be, Tensor<Cpu> const& table, std::span<std::int64_t const> ids,
+                             std::int64_t batch, Tensor<Cpu> const& positions = {}) {
+  using namespace cpu::detail;
+  require_contiguous_f32("embedding", "table", table);
+  if (table.rank() != 2) fail(Errc::kShapeMismatch, "embedding: table must be [rows, D], got " + table.shape().str());
+  std::int64_t const rows = table.dim(0), d = table.dim(1);
+  std::int64_t const n = static_cast<std::int64_t>(ids.size());
+  if (batch <= 0 || n % batch != 0) {
+    fail(Errc::kShapeMismatch, "embedding: " + std::to_string(n) + " ids do not split into a batch of " + std::to_string(batch));
+  }
+  std::int64_t const len = n / batch;
+  if (positions.defined()) {
+    require_contiguous_f32("embedding", "positions", positions);
+    if (positions.rank() != 2 || positions.dim(1) != d || positions.dim(0) < len) {
+      fail(Errc::kShapeMismatch, "embedding: " + std::to_string(len) + " positions of width " + std::to_string(d) +
+                                     " needed, position table is " + positions.shape().str());
+    }
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (ids[static_cast<std::size_t>(i)] < 0 || ids[static_cast<std::size_t>(i)] >= rows) {
+      fail(Errc::kInvalidArgument, "embedding: id " + std::to_string(ids[static_cast<std::size_t>(i)]) + " at [" +
+                                       std::to_string(i / len) + ", " + std::to_string(i % len) +
+                                       "] is outside the vocabulary [0, " + std::to_string(rows) + ")");
+    }
+  }
+  Tensor<Cpu> y = Tensor<Cpu>::empty(be, {batch, len, d});
+  float const* t = table.data<float>();
+  float const* p = positions.defined() ? positions.data<float>() : nullptr;
+  float* out = y.data<float>();
+#pragma omp parallel for num_threads(be.threads()) if (n * d > be.parallel_min())
+  for (std::int64_t i = 0; i < n; ++i) {
+    float const* src = t + ids[static_cast<std::size_t>(i)] * d;
+    float* dst = out + i * d;
+    if (p) {
+      float const* pos = p + (i % len) * d;
+      for (std::int64_t j = 0; j < d; ++j) dst[j] = src[j] + pos[j];
+    } else {
+      std::memcpy(dst, src, static_cast<std::size_t>(d) * sizeof(float));
+    }
+  }
+  return y;
+}
+
 /// GEGLU: x[..., 2D] = [value | gate] -> value * gelu(gate), shape [..., D].
 inline Tensor<Cpu> geglu(Cpu const& be, Tensor<Cpu> const& x) {
   using namespace cpu::detail;
