@@ -9,6 +9,7 @@
 #include "cmd_compare.hpp"
 #include "cmd_sample.hpp"
 #include "cmd_scheduler.hpp"
+#include "cmd_tokenize.hpp"
 #include "cmd_unet.hpp"
 
 int main(int argc, char** argv) {
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   fdcli::add_scheduler_command(app, run);
   fdcli::SampleArgs sample_args;
   fdcli::add_sample_command(app, sample_args, run);
+  fdcli::add_tokenize_command(app, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -2,6 +2,7 @@
 // (the reference) and without (the *_no_ftfy fields), the tokens, the normalised text, truncation, and
 // clean errors for bad files.
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -208,4 +209,42 @@ TEST_CASE("CLIP tokenizer: bad files fail with the file named", "[tokenizer]") {
     CHECK(code == fd::Errc::kConfig);
     CHECK_THAT(msg, Contains("tokenizer_class"));
   }
+}
+
+TEST_CASE("ftfy: fixes beyond the golden cases", "[tokenizer]") {
+  using fd::text::u32_to_utf8;
+  using fd::text::utf8_to_u32;
+  auto fix = [](std::string const& s) { return u32_to_utf8(fd::text::ftfy::fix_text(utf8_to_u32(s))); };
+  // Mojibake: Latin-1, a lost no-break space byte, Windows-1252 4-byte (emoji) sequences.
+  CHECK(fix("s\u00C3\u00B3") == "s\u00F3");
+  CHECK(fix("voil\u00C3 le travail") == "voil\u00E0 le travail");
+  CHECK(fix("\u00F0\u0178\u02DC\u20AC smile") == "\U0001F600 smile");
+  // Legitimate accented text is left alone.
+  CHECK(fix("na\u00EFve caf\u00E9 \u00C3 la carte") == "na\u00EFve caf\u00E9 \u00C3 la carte");
+  // C1 controls are Windows-1252 (then uncurled).
+  CHECK(fix("\u0093quoted\u0094") == "\"quoted\"");
+  // HTML: numeric special cases; entities are decoded until a line with '<', not after it.
+  CHECK(fix("&#0;|&#128;|&#x110000;|&#1;|&#12ab;|&bogus;") == "\uFFFD|\u20AC|\uFFFD||&#12ab;|&bogus;");
+  CHECK(fix("&EACUTE;t&eacute;") == "\u00C9t\u00E9");
+  CHECK(fix("&lt;b&gt;\n<i>&amp;\n&amp;") == "<b>\n<i>&amp;\n&amp;");
+  // Terminal escapes, width, line breaks, ligatures.
+  CHECK(fix("\x1b[1;31mred\x1b[0m") == "red");
+  CHECK(fix("\uFF21\uFF22\uFF23\uFF11 \uFF76") == "ABC1 \u30AB");
+  CHECK(fix("a\r\nb\rc\u2028d") == "a\nb\nc\nd");
+  CHECK(fix("\uFB00\uFB04 \u01C6") == "ffffl d\u017E");
+}
+
+TEST_CASE("CLIP tokenizer: long prompts are fast", "[tokenizer]") {
+  ClipTokenizer const& tok = tokenizer(Normalization::kFtfy);
+  std::string prompt;
+  for (auto const& c : cases()["cases"])
+    if (c["name"] == "long_prompt_300_words") prompt = c["prompt"].get<std::string>();
+  REQUIRE_FALSE(prompt.empty());
+  auto const t0 = std::chrono::steady_clock::now();
+  fd::text::Encoding e;
+  for (int i = 0; i < 10; ++i) e = tok.encode(prompt);
+  double const ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 10;
+  WARN("encode of a " << e.ids_untruncated.size() - 2 << "-token prompt: " << ms << " ms");
+  CHECK(e.truncated);
+  CHECK(ms < 50.0);  // generous: milliseconds at most even in debug builds
 }
