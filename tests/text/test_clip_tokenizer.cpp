@@ -224,7 +224,7 @@ TEST_CASE("ftfy: fixes beyond the golden cases", "[tokenizer]") {
   // C1 controls are Windows-1252 (then uncurled).
   CHECK(fix("\u0093quoted\u0094") == "\"quoted\"");
   // HTML: numeric special cases; entities are decoded until a line with '<', not after it.
-  CHECK(fix("&#0;|&#128;|&#x110000;|&#1;|&#12ab;|&bogus;") == "\uFFFD|\u20AC|\uFFFD||&#12ab;|&bogus;");
+  CHECK(fix("&#0;|&#128;|&#x110000;|&#1;|&#12ab;|&bogus;|&#59;") == "\uFFFD|\u20AC|\uFFFD||&#12ab;|&bogus;|&#59;");
   CHECK(fix("&EACUTE;t&eacute;") == "\u00C9t\u00E9");
   CHECK(fix("&lt;b&gt;\n<i>&amp;\n&amp;") == "<b>\n<i>&amp;\n&amp;");
   // Terminal escapes, width, line breaks, ligatures.

@@ -9,6 +9,8 @@
 /// Prompts are UTF-8; invalid byte sequences are read as U+FFFD each (Python's errors="replace"), so a
 /// prompt given as raw bytes tokenizes as the Python reference would after decoding it that way.
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -204,12 +206,29 @@ class ClipTokenizer {
     if (encoder_.empty()) fail(Errc::kFormat, p.string() + ": empty vocabulary");
   }
 
+  // Symbols are interned: the 512 byte characters (with and without "</w>") and every merge result,
+  // so BPE works on integers; a merge is (left, right) -> (rank, merged symbol).
+  int intern(std::string const& sym) {
+    auto [it, fresh] = symbol_ids_.emplace(sym, static_cast<int>(symbols_.size()));
+    if (fresh) symbols_.push_back(sym);
+    return it->second;
+  }
+
+  static std::uint64_t pair_key(int a, int b) {
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) | static_cast<std::uint32_t>(b);
+  }
+
   void load_merges(std::filesystem::path const& p) {
+    for (int b = 0; b < 256; ++b) {
+      byte_symbol_[static_cast<std::size_t>(b)] = intern(byte_encoder_[static_cast<std::size_t>(b)]);
+      byte_symbol_eow_[static_cast<std::size_t>(b)] = intern(byte_encoder_[static_cast<std::size_t>(b)] + "</w>");
+    }
     std::string const s = read_file(p);
     std::size_t pos = 0, line_no = 0;
     // transformers' CLIPTokenizer reads at most 49152 - 256 - 2 merges after the "#version" line.
-    constexpr std::size_t kMaxMerges = 49152 - 256 - 2;
-    while (pos < s.size() && ranks_.size() < kMaxMerges) {
+    constexpr int kMaxMerges = 49152 - 256 - 2;
+    int rank = 0;
+    while (pos < s.size() && rank < kMaxMerges) {
       std::size_t nl = s.find('\n', pos);
       if (nl == std::string::npos) nl = s.size();
       std::string_view line(s.data() + pos, nl - pos);
@@ -222,7 +241,9 @@ class ClipTokenizer {
           line.find(' ', sp + 1) != std::string_view::npos) {
         fail(Errc::kFormat, p.string() + ": line " + std::to_string(line_no) + " is not two symbols separated by one space");
       }
-      ranks_.emplace(std::string(line), static_cast<int>(ranks_.size()));
+      std::string const a(line.substr(0, sp)), b(line.substr(sp + 1));
+      int const ia = intern(a), ib = intern(b), merged = intern(a + b);
+      merges_.insert_or_assign(pair_key(ia, ib), Merge{rank++, merged});  // a repeated pair: the last rank wins
     }
     if (line_no == 0) fail(Errc::kFormat, p.string() + ": empty merges file");
   }
@@ -329,43 +350,49 @@ class ClipTokenizer {
   // adjacent pair with the lowest merge rank is merged (every occurrence, left to right) until no
   // pair has a rank.
   void bpe(std::string const& word, std::vector<std::string>& out) const {
-    std::vector<std::string> sym;
+    std::vector<int> sym;
     sym.reserve(word.size());
-    for (unsigned char b : word) sym.push_back(byte_encoder_[b]);
-    sym.back() += "</w>";
-    std::string key;
+    for (std::size_t i = 0; i < word.size(); ++i) {
+      auto const b = static_cast<std::uint8_t>(word[i]);
+      sym.push_back(i + 1 == word.size() ? byte_symbol_eow_[b] : byte_symbol_[b]);
+    }
     while (sym.size() > 1) {
-      int best = std::numeric_limits<int>::max();
-      std::size_t best_i = 0;
+      Merge best{std::numeric_limits<int>::max(), -1};
+      int first = -1, second = -1;
       for (std::size_t i = 0; i + 1 < sym.size(); ++i) {
-        key.assign(sym[i]).append(" ").append(sym[i + 1]);
-        auto it = ranks_.find(key);
-        if (it != ranks_.end() && it->second < best) {
+        auto it = merges_.find(pair_key(sym[i], sym[i + 1]));
+        if (it != merges_.end() && it->second.rank < best.rank) {
           best = it->second;
-          best_i = i;
+          first = sym[i];
+          second = sym[i + 1];
         }
       }
-      if (best == std::numeric_limits<int>::max()) break;
-      std::string const first = sym[best_i], second = sym[best_i + 1];
-      std::vector<std::string> merged;
-      merged.reserve(sym.size());
+      if (best.merged < 0) break;
+      std::size_t o = 0;
       for (std::size_t i = 0; i < sym.size();) {
         if (i + 1 < sym.size() && sym[i] == first && sym[i + 1] == second) {
-          merged.push_back(first + second);
+          sym[o++] = best.merged;
           i += 2;
         } else {
-          merged.push_back(std::move(sym[i]));
-          ++i;
+          sym[o++] = sym[i++];
         }
       }
-      sym = std::move(merged);
+      sym.resize(o);
     }
-    for (auto& s : sym) out.push_back(std::move(s));
+    for (int s : sym) out.push_back(symbols_[static_cast<std::size_t>(s)]);
   }
+
+  struct Merge {
+    int rank;
+    int merged;
+  };
 
   Normalization normalization_ = Normalization::kFtfy;
   std::unordered_map<std::string, std::int64_t> encoder_;
-  std::unordered_map<std::string, int> ranks_;
+  std::vector<std::string> symbols_;
+  std::unordered_map<std::string, int> symbol_ids_;
+  std::unordered_map<std::uint64_t, Merge> merges_;
+  std::array<int, 256> byte_symbol_{}, byte_symbol_eow_{};
   std::array<std::string, 256> byte_encoder_;
   std::unordered_map<char32_t, std::uint8_t> byte_decoder_;
   std::string bos_ = "<|startoftext|>", eos_ = "<|endoftext|>", pad_ = "<|endoftext|>", unk_ = "<|endoftext|>";

@@ -521,8 +521,11 @@ inline std::u32string unescape_html(std::u32string_view t) {
       bool const dec = std::all_of(name.begin(), name.end(), [](char32_t c) { return c >= '0' && c <= '9'; });
       bool const hex = name.size() > 1 && (name[0] == U'x' || name[0] == U'X') &&
                        std::all_of(name.begin() + 1, name.end(), ascii_hex);
-      if (dec || hex) {
-        out += dec ? numeric_reference(name, 10) : numeric_reference(name.substr(1), 16);
+      std::u32string const value = dec ? numeric_reference(name, 10)
+                                   : hex ? numeric_reference(name.substr(1), 16)
+                                         : std::u32string(U";");
+      if (value != U";") {  // ftfy keeps a reference whose decoding still holds a ';'
+        out += value;
         i = end;
         continue;
       }
