@@ -219,6 +219,9 @@ TEST_CASE("ftfy: fixes beyond the golden cases", "[tokenizer]") {
   CHECK(fix("s\u00C3\u00B3") == "s\u00F3");
   CHECK(fix("voil\u00C3 le travail") == "voil\u00E0 le travail");
   CHECK(fix("\u00F0\u0178\u02DC\u20AC smile") == "\U0001F600 smile");
+  // UTF-8 read as Windows-1251 (Cyrillic) and as Windows-1252 (CJK).
+  CHECK(fix("РїСЂРёРІРµС‚ РјРёСЂ") == "привет мир");
+  CHECK(fix("æ—¥æœ¬èªž") == "日本語");
   // Legitimate accented text is left alone.
   CHECK(fix("na\u00EFve caf\u00E9 \u00C3 la carte") == "na\u00EFve caf\u00E9 \u00C3 la carte");
   // C1 controls are Windows-1252 (then uncurled).
