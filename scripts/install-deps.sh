@@ -29,6 +29,7 @@ packages=(
   libcli11-dev
   libbenchmark-dev
   libpng-dev
+  libicu-dev
 )
 bench_packages=(python3 python3-torch python3-numpy libeigen3-dev libopenblas-dev)
 

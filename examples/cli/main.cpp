@@ -12,6 +12,7 @@
 #include "cmd_sample.hpp"
 #include "cmd_scheduler.hpp"
 #include "cmd_text_encoder.hpp"
+#include "cmd_tokenize.hpp"
 #include "cmd_unet.hpp"
 
 int main(int argc, char** argv) {
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   fdcli::add_randn_command(app, randn_args, run);
   fdcli::TextEncoderArgs text_encoder_args;
   fdcli::add_text_encoder_command(app, text_encoder_args, run);
+  fdcli::add_tokenize_command(app, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {
