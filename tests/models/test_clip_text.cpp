@@ -1,6 +1,9 @@
 // CLIPTextModel against clip_text_tiny_io (transformers 4.x semantics: causal mask, quick_gelu,
 // pooled at the first EOS), the demo model's encoder, SD 1.5's real names and shapes, and bad input.
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -146,4 +149,26 @@ TEST_CASE("clip text encoder: bad configs, weights and ids are clear errors", "[
   std::vector<std::int64_t> const too_long(78, 1);
   CHECK_THROWS_WITH(te.encode(too_long, 1), Catch::Contains("78 tokens"));
   CHECK_THROWS_WITH(te.encode(std::vector<std::int64_t>(77, 1), 1, 2), Catch::Contains("clip_skip 2"));
+}
+
+// Not run by default: `fd_tests "[.clip-bench]"`. SD 1.5's text encoder (random weights) on one
+// classifier-free-guidance batch of 77 tokens; prints the median of 5 timed forwards after a warmup.
+TEST_CASE("SD 1.5 text encoder forward time", "[.clip-bench]") {
+  B const be{{.threads = 0}};
+  Clip clip(be, fd::models::ClipTextConfig::sd15());
+  fd::nn::init_random(be, clip, 1);
+  std::vector<std::int64_t> ids(2 * 77, 49407);
+  ids[0] = ids[77] = 49406;
+  for (std::size_t i = 1; i < 12; ++i) ids[i] = 320 + static_cast<std::int64_t>(i);
+  (void)clip.encode(ids, 2);
+  std::vector<double> ms;
+  for (int r = 0; r < 5; ++r) {
+    auto const t0 = std::chrono::steady_clock::now();
+    T const y = clip.encode(ids, 2);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("sd15 text encoder, batch 2 x 77 tokens, %d threads: median %.1f ms, min %.1f ms over 5 runs\n",
+              be.threads(), ms[2], ms[0]);
+  CHECK(ms[0] > 0);
 }
