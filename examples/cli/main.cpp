@@ -10,6 +10,7 @@
 #include "cmd_sample.hpp"
 #include "cmd_scheduler.hpp"
 #include "cmd_unet.hpp"
+#include "cmd_vae_decode.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"fasterdiffusion: diffusion UNets with FasterDiffusion encoder propagation"};
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   fdcli::add_scheduler_command(app, run);
   fdcli::SampleArgs sample_args;
   fdcli::add_sample_command(app, sample_args, run);
+  fdcli::VaeDecodeArgs vae_decode_args;
+  fdcli::add_vae_decode_command(app, vae_decode_args, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

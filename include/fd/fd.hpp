@@ -13,3 +13,5 @@
 #include "fd/io/safetensors.hpp"
 #include "fd/io/checkpoint.hpp"
 #include "fd/models/unet/unet.hpp"
+#include "fd/models/vae/image_decoder.hpp"
+#include "fd/image/postprocess.hpp"
