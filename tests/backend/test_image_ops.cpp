@@ -22,7 +22,7 @@ TEST_CASE("relu_, tanh_clamp_ and clamp_ act elementwise in place", "[ops][vae]"
   tanh_clamp_(be, y, 3.0f);
   auto const out = y.to_vector_f32(be);
   for (std::size_t i = 0; i < v.size(); ++i) CHECK(out[i] == Approx(std::tanh(v[i] / 3.0f) * 3.0f).epsilon(1e-6));
-  CHECK(out[5] < 3.0f);
+  CHECK(out[5] <= 3.0f);  // tanh saturates to 1 in float32 here
   T bad = T::from_host(be, {6}, v);
   CHECK_THROWS_AS(tanh_clamp_(be, bad, 0.0f), fd::error);
 
