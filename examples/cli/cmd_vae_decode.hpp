@@ -3,67 +3,25 @@
 // or AutoencoderTiny (TAESD) folder, chosen by its config.json. Writes the fixtures' names: image,
 // image_denormalized, image_uint8 (U8, NHWC) and, untiled, the decoder intermediates.
 
-#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
 
-#include "cli_common.hpp"
+#include <CLI/CLI.hpp>
 
 namespace fdcli {
 
 struct VaeDecodeArgs {
   std::string model, inputs, output, variant;
   bool tiled = false;
+  bool random_weights = false;
   int tile = 64;
   int overlap = 16;
   int threads = 0;
   int repeat = 0;
 };
 
-inline void add_vae_decode_command(CLI::App& app, VaeDecodeArgs& a, std::function<void()>& run) {
-  auto* cmd = app.add_subcommand("vae-decode", "Decode latents to an image with an AutoencoderKL or AutoencoderTiny");
-  cmd->add_option("--model", a.model, "diffusers vae folder (config.json + weights)")->required()->check(CLI::ExistingDirectory);
-  cmd->add_option("--inputs", a.inputs, "safetensors with latents [N,C,h,w] as the sampler produces them (scaled)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--output", a.output, "safetensors to write: image, image_denormalized, image_uint8 (+ intermediates)")
-      ->required();
-  cmd->add_flag("--tiled", a.tiled, "decode in overlapping tiles (bounded memory for large images)");
-  cmd->add_option("--tile", a.tile, "tile edge in latent pixels (with --tiled)")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--overlap", a.overlap, "tile overlap in latent pixels (with --tiled)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--threads", a.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--repeat", a.repeat, "time N more decodes after the first")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--variant", a.variant, "weights variant to prefer, e.g. fp16");
-  cmd->callback([&run, &a] {
-    run = [&a] {
-      Backend be{{.threads = a.threads}};
-      auto dec = fd::models::ImageDecoder<Backend>::load(be, a.model, a.variant);
-      auto in = fd::io::SafeTensorsFile::open(a.inputs);
-      Tensor const latents = require_input(be, in, "latents");
-      fd::models::TileOptions const opt{.tile_latent = a.tile, .overlap_latent = a.overlap};
-      auto decode = [&](fd::models::DecodeTap<Backend> const& tap) {
-        return fd::with_context(a.inputs, [&] { return a.tiled ? dec.decode_tiled(latents, opt) : dec.decode(latents, tap); });
-      };
-
-      std::vector<std::pair<std::string, Tensor>> out;
-      Tensor const image = decode([&](std::string const& n, Tensor const& t) { out.emplace_back(n, t.clone(be)); });
-      out.emplace_back("image", image);
-      out.emplace_back("image_denormalized", fd::image::denormalize(be, image));
-      out.emplace_back("image_uint8", fd::image::to_rgb8_tensor(be, image));
-      fd::io::save_safetensors(be, a.output, out);
-
-      if (a.repeat > 0) {
-        std::vector<double> ms;
-        for (int r = 0; r < a.repeat; ++r) {
-          double const t0 = now_ms();
-          Tensor y = decode({});
-          ms.push_back(now_ms() - t0);
-        }
-        Timing const tm = summarize(ms);
-        std::printf("vae decode: median %.3f ms, min %.3f ms over %d runs\n", tm.median_ms, tm.min_ms, a.repeat);
-      }
-    };
-  });
-}
+/// Registers the subcommand. Defined in cmd_vae_decode.cpp, its own translation unit: the decoders'
+/// templates stay out of main.cpp.
+void add_vae_decode_command(CLI::App& app, VaeDecodeArgs& a, std::function<void()>& run);
 
 }  // namespace fdcli

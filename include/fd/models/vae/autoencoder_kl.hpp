@@ -120,7 +120,7 @@ class AutoencoderKL {
     for (auto const& n : ckpt.names()) {
       if (n.starts_with("encoder.") || n.starts_with("quant_conv.")) ckpt.ignore(n);
     }
-    ckpt.require_all_used("AutoencoderKL decoder " + ckpt.path().string());
+    ckpt.require_all_used("AutoencoderKL decoder");
     return m;
   }
 

@@ -70,7 +70,7 @@ class AutoencoderTiny {
     AutoencoderTiny m(be, std::move(cfg));
     for (auto const& n : ckpt.names("encoder.")) ckpt.ignore(n);
     nn::load_parameters(be, m, ckpt, "", false);
-    ckpt.require_all_used("AutoencoderTiny decoder " + ckpt.path().string());
+    ckpt.require_all_used("AutoencoderTiny decoder");
     return m;
   }
 

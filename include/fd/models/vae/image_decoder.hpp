@@ -21,8 +21,8 @@ class ImageDecoder {
   /// (or none) is kConfig naming the class and the file.
   static ImageDecoder load(B const& be, std::filesystem::path const& dir, std::string_view variant = "") {
     auto const path = dir / "config.json";
-    nlohmann::json const j = detail::read_json_file(path, "image decoder");
-    std::string const cls = detail::class_name_of(j);
+    nlohmann::json const j = vae::read_json_file(path, "image decoder");
+    std::string const cls = vae::class_name_of(j);
     if (cls == "AutoencoderKL") {
       auto cfg = AutoencoderKLConfig::from_json(j, path.string());
       auto c = io::Checkpoint::open_model_dir(dir, "diffusion_pytorch_model", variant);

@@ -19,7 +19,7 @@
 
 namespace fd::models {
 
-namespace detail {
+namespace vae {
 
 /// Reads and parses a config file; kIo / kConfig naming it.
 inline nlohmann::json read_json_file(std::filesystem::path const& path, char const* what) {
@@ -55,7 +55,7 @@ inline void reject_unknown_fields(nlohmann::json const& j, std::string const& so
   }
 }
 
-inline void require_class(nlohmann::json const& j, ConfigReader& r, char const* expected) {
+inline void require_class(nlohmann::json const& j, detail::ConfigReader& r, char const* expected) {
   if (!j.contains("_class_name")) return;
   auto const& cls = j.at("_class_name");
   if (!cls.is_string() || cls.get<std::string>() != expected) {
@@ -63,7 +63,7 @@ inline void require_class(nlohmann::json const& j, ConfigReader& r, char const* 
   }
 }
 
-}  // namespace detail
+}  // namespace vae
 
 /// diffusers AutoencoderKL. The decoder runs `block_out_channels` reversed, with layers_per_block + 1
 /// resnets per up block; GroupNorm eps is 1e-6 (fixed in diffusers' code, not configurable).
@@ -85,7 +85,7 @@ struct AutoencoderKLConfig {
 
   static AutoencoderKLConfig from_json(nlohmann::json const& j, std::string const& source);
   static AutoencoderKLConfig from_file(std::filesystem::path const& path) {
-    return from_json(detail::read_json_file(path, "AutoencoderKL"), path.string());
+    return from_json(vae::read_json_file(path, "AutoencoderKL"), path.string());
   }
 };
 
@@ -109,14 +109,14 @@ struct AutoencoderTinyConfig {
 
   static AutoencoderTinyConfig from_json(nlohmann::json const& j, std::string const& source);
   static AutoencoderTinyConfig from_file(std::filesystem::path const& path) {
-    return from_json(detail::read_json_file(path, "AutoencoderTiny"), path.string());
+    return from_json(vae::read_json_file(path, "AutoencoderTiny"), path.string());
   }
 };
 
 inline AutoencoderKLConfig AutoencoderKLConfig::from_json(nlohmann::json const& j, std::string const& source) {
   detail::ConfigReader r(j, source);
-  detail::require_class(j, r, "AutoencoderKL");
-  detail::reject_unknown_fields(j, source,
+  vae::require_class(j, r, "AutoencoderKL");
+  vae::reject_unknown_fields(j, source,
                                 {"in_channels", "out_channels", "latent_channels", "block_out_channels",
                                  "layers_per_block", "norm_num_groups", "sample_size", "scaling_factor",
                                  "down_block_types", "up_block_types", "act_fn", "force_upcast",
@@ -179,8 +179,8 @@ inline AutoencoderKLConfig AutoencoderKLConfig::from_json(nlohmann::json const& 
 
 inline AutoencoderTinyConfig AutoencoderTinyConfig::from_json(nlohmann::json const& j, std::string const& source) {
   detail::ConfigReader r(j, source);
-  detail::require_class(j, r, "AutoencoderTiny");
-  detail::reject_unknown_fields(j, source,
+  vae::require_class(j, r, "AutoencoderTiny");
+  vae::reject_unknown_fields(j, source,
                                 {"in_channels", "out_channels", "latent_channels", "encoder_block_out_channels",
                                  "decoder_block_out_channels", "num_encoder_blocks", "num_decoder_blocks",
                                  "act_fn", "latent_magnitude", "latent_shift", "force_upcast",
