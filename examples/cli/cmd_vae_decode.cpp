@@ -28,7 +28,7 @@ void add_vae_decode_command(CLI::App& app, VaeDecodeArgs& a, std::function<void(
   cmd->add_option("--inputs", a.inputs, "safetensors with latents [N,C,h,w] as the sampler produces them (scaled)")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--output", a.output, "safetensors to write: image, image_denormalized, image_uint8 (+ intermediates)")
+  cmd->add_option("--output", a.output, "safetensors to write: image, image_denormalized, image_uint8")
       ->required();
   cmd->add_flag("--tiled", a.tiled, "decode in overlapping tiles (bounded memory for large images)");
   cmd->add_option("--tile", a.tile, "tile edge in latent pixels (with --tiled)")->capture_default_str()->check(CLI::PositiveNumber);
@@ -38,6 +38,8 @@ void add_vae_decode_command(CLI::App& app, VaeDecodeArgs& a, std::function<void(
   cmd->add_option("--threads", a.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--repeat", a.repeat, "time N more decodes after the first")->check(CLI::NonNegativeNumber);
   cmd->add_option("--variant", a.variant, "weights variant to prefer, e.g. fp16");
+  cmd->add_flag("--intermediates", a.intermediates,
+                "also write the decoder's intermediate tensors (fixture names; untiled only)");
   cmd->add_flag("--random-weights", a.random_weights,
                 "read only the folder's config.json and use random weights (timing at real shapes)");
   cmd->callback([&run, &a] {
@@ -52,7 +54,9 @@ void add_vae_decode_command(CLI::App& app, VaeDecodeArgs& a, std::function<void(
       };
 
       std::vector<std::pair<std::string, Tensor>> debug;
-      Tensor const image = decode([&](std::string const& n, Tensor const& t) { debug.push_back({n, t.clone(be)}); });
+      fd::models::DecodeTap<Backend> tap;
+      if (a.intermediates) tap = [&](std::string const& n, Tensor const& t) { debug.push_back({n, t.clone(be)}); };
+      Tensor const image = decode(tap);
       std::vector<std::pair<std::string, Tensor>> out{{"image", image},
                                                       {"image_denormalized", fd::image::denormalize(be, image)},
                                                       {"image_uint8", fd::image::to_rgb8_tensor(be, image)}};

@@ -1,7 +1,7 @@
 #pragma once
 // `fasterdiffusion vae-decode`: latents from a safetensors file -> image with an AutoencoderKL (SD VAE)
 // or AutoencoderTiny (TAESD) folder, chosen by its config.json. Writes the fixtures' names: image,
-// image_denormalized, image_uint8 (U8, NHWC) and, untiled, the decoder intermediates.
+// image_denormalized, image_uint8 (U8, NHWC) and, with --intermediates (untiled), the decoder intermediates.
 
 #include <functional>
 #include <string>
@@ -14,6 +14,7 @@ struct VaeDecodeArgs {
   std::string model, inputs, output, variant;
   bool tiled = false;
   bool random_weights = false;
+  bool intermediates = false;
   int tile = 64;
   int overlap = 16;
   int threads = 0;
