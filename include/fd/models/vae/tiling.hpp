@@ -3,7 +3,7 @@
 /// Tiled decoding: latents are cut into overlapping tiles, each tile is decoded on its own (memory
 /// bounded by one tile), and the decoded tiles are cross-faded linearly over their overlaps, in the
 /// spirit of diffusers' AutoencoderKL.tiled_decode. Tiles are spread evenly so the last one ends at
-/// the edge (no sliver tiles), and every overlap is at least `overlap_latent`.
+/// the edge (no sliver tiles), and every overlap is at least `overlap_latent` (and at most one more).
 
 #include <cstdint>
 #include <functional>
@@ -27,8 +27,9 @@ struct TileAxis {
   std::int64_t length = 0;
 };
 
-/// Evenly spread starts covering [0, extent) with tiles of `tile` and overlaps >= `overlap`.
-/// An extent that fits in one tile gives one tile of the whole extent.
+/// Evenly spread starts covering [0, extent) with the fewest tiles of at most `tile` that overlap by
+/// at least `overlap`, each as short as that allows. An extent that fits in one tile gives one tile of
+/// the whole extent.
 inline TileAxis plan_tile_axis(std::int64_t extent, TileOptions const& opt) {
   if (opt.tile_latent <= 0 || opt.overlap_latent < 0 || opt.overlap_latent >= opt.tile_latent) {
     fail(Errc::kInvalidArgument, "tiled decode: need 0 <= overlap (" + std::to_string(opt.overlap_latent) +
@@ -41,9 +42,12 @@ inline TileAxis plan_tile_axis(std::int64_t extent, TileOptions const& opt) {
     a.length = extent;
     return a;
   }
-  std::int64_t const n = (extent - o + (t - o) - 1) / (t - o);  // ceil((extent - o) / (t - o)) >= 2
-  a.length = t;
-  for (std::int64_t k = 0; k < n; ++k) a.starts.push_back((k * (extent - t) + (n - 1) / 2) / (n - 1));
+  std::int64_t const n = (extent - o + (t - o) - 1) / (t - o);  // fewest tiles: ceil((extent - o) / (t - o)) >= 2
+  // Then the shortest tiles that still overlap by o: n * length >= extent + (n - 1) * o, length <= t.
+  // (Full-size tiles would overlap by more than asked: 3 tiles of 64 over 128 latents overlap by 32.)
+  a.length = (extent + (n - 1) * o + n - 1) / n;
+  std::int64_t const span = extent - a.length;
+  for (std::int64_t k = 0; k < n; ++k) a.starts.push_back((k * span + (n - 1) / 2) / (n - 1));
   return a;
 }
 
