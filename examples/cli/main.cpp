@@ -14,6 +14,7 @@
 #include "cmd_text_encoder.hpp"
 #include "cmd_tokenize.hpp"
 #include "cmd_unet.hpp"
+#include "cmd_vae_decode.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"fasterdiffusion: diffusion UNets with FasterDiffusion encoder propagation"};
@@ -38,6 +39,8 @@ int main(int argc, char** argv) {
   fdcli::TextEncoderArgs text_encoder_args;
   fdcli::add_text_encoder_command(app, text_encoder_args, run);
   fdcli::add_tokenize_command(app, run);
+  fdcli::VaeDecodeArgs vae_decode_args;
+  fdcli::add_vae_decode_command(app, vae_decode_args, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -14,3 +14,5 @@
 #include "fd/io/checkpoint.hpp"
 #include "fd/io/ldm_checkpoint.hpp"
 #include "fd/models/unet/unet.hpp"
+#include "fd/models/vae/image_decoder.hpp"
+#include "fd/image/postprocess.hpp"

@@ -38,7 +38,7 @@ struct ResnetBlock2D {
     norm1 = GroupNorm<B>(be, o.groups, in, o.eps);
     conv1 = Conv2d<B>(be, in, out, 3, 1, 1);
     int const proj_out = o.time_conditioning == TimeConditioning::kScaleShift ? 2 * out : out;
-    time_emb_proj = Linear<B>(be, temb_channels, proj_out);
+    if (temb_channels > 0) time_emb_proj = Linear<B>(be, temb_channels, proj_out);  // 0: no time input (VAE)
     norm2 = GroupNorm<B>(be, o.groups, out, o.eps);
     conv2 = Conv2d<B>(be, out, out, 3, 1, 1);
     if (in != out) conv_shortcut.emplace(be, in, out, 1, 1, 0);
@@ -48,7 +48,7 @@ struct ResnetBlock2D {
   void visit(V&& v, std::string const& p) {
     norm1.visit(v, p + "norm1.");
     conv1.visit(v, p + "conv1.");
-    time_emb_proj.visit(v, p + "time_emb_proj.");
+    if (time_emb_proj.weight.defined()) time_emb_proj.visit(v, p + "time_emb_proj.");
     norm2.visit(v, p + "norm2.");
     conv2.visit(v, p + "conv2.");
     if (conv_shortcut) conv_shortcut->visit(v, p + "conv_shortcut.");
@@ -71,6 +71,16 @@ struct ResnetBlock2D {
       modulate_silu_(be, h, proj);                                                    // h*(1+scale)+shift, silu
     }
     Tensor<B> out = conv2(be, h, {.residual = shortcut});                             // [N, Cout, H, W]
+    if (opt.output_scale_factor != 1.0f) scale_(be, out, 1.0f / opt.output_scale_factor);
+    return out;
+  }
+
+  /// A block built with temb_channels = 0 (VAE): no time conditioning.
+  Tensor<B> operator()(B const& be, Tensor<B> const& x) const {
+    using backend::Activation;
+    Tensor<B> h = conv1(be, norm1(be, x, Activation::kSilu));                         // [N, Cout, H, W]
+    h = norm2(be, h, Activation::kSilu);
+    Tensor<B> out = conv2(be, h, {.residual = conv_shortcut ? (*conv_shortcut)(be, x) : x});
     if (opt.output_scale_factor != 1.0f) scale_(be, out, 1.0f / opt.output_scale_factor);
     return out;
   }

@@ -7,5 +7,6 @@
 #include "fd/backend/cpu/ops_attention.hpp"
 #include "fd/backend/cpu/ops_conv.hpp"
 #include "fd/backend/cpu/ops_elementwise.hpp"
+#include "fd/backend/cpu/ops_image.hpp"
 #include "fd/backend/cpu/ops_linear.hpp"
 #include "fd/backend/cpu/ops_norm.hpp"
