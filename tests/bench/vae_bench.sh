@@ -37,7 +37,7 @@ for model in sd15_vae taesd; do
   echo "== $model untiled"
   "$exe" vae-decode --model "$work/$model" --random-weights --inputs "$work/latents.safetensors" \
     --output "$work/out.safetensors" --repeat "$repeat" --threads "$threads"
-  echo "== $model tiled (tile 32, overlap 8: 3x3 tiles)"
+  echo "== $model tiled (tile 32, overlap 8: 3x3 tiles of 27)"
   "$exe" vae-decode --model "$work/$model" --random-weights --inputs "$work/latents.safetensors" \
     --output "$work/out.safetensors" --repeat "$repeat" --threads "$threads" --tiled --tile 32 --overlap 8
 done

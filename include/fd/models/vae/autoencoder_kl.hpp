@@ -11,7 +11,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,16 +18,13 @@
 
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
+#include "fd/models/vae/decode_tap.hpp"
 #include "fd/models/vae/tiling.hpp"
 #include "fd/models/vae/vae_config.hpp"
 #include "fd/nn/layers.hpp"
 #include "fd/nn/resnet.hpp"
 
 namespace fd::models {
-
-/// Receives named intermediate tensors of a decode (the fixtures' debug names), for parity checks.
-template <class B>
-using DecodeTap = std::function<void(std::string const& name, Tensor<B> const& value)>;
 
 namespace vae {
 

@@ -6,12 +6,13 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
-#include "fd/models/vae/autoencoder_kl.hpp"  // DecodeTap
+#include "fd/models/vae/decode_tap.hpp"
 #include "fd/models/vae/tiling.hpp"
 #include "fd/models/vae/vae_config.hpp"
 #include "fd/nn/layers.hpp"
