@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the dependencies, builds the `fasterdiffusion` CLI (Release) and runs the demo.
+# Installs the dependencies, builds the `fasterdiffusion` CLI (Release) and generates an image with the
+# embedded demo model, baseline and FasterDiffusion side by side.
 #
 # Usage: scripts/demo.sh
 # Environment: FD_BUILD_DIR (default: build), FD_JOBS (default: nproc).
@@ -20,11 +21,12 @@ cmake --build "${build_dir}" -j"${jobs}" --target fasterdiffusion
 cli="${build_dir}/examples/cli/fasterdiffusion"
 
 # DEMO COMMANDS ---------------------------------------------------------------------------------
-fixtures="${FD_FIXTURES_DIR:-${root}/../shared/fixtures}"
-model="${fixtures}/unet_tiny_sd"
-out="${build_dir}/demo_unet_out.safetensors"
-echo "demo.sh: UNet forward, encoder/decoder split and a 3-timestep parallel decoder call on ${model}"
-"${cli}" unet --model "${model}" --inputs "${model}/unet_tiny_sd_io.safetensors" --output "${out}" --repeat 5
-echo "demo.sh: parity with diffusers 0.23 (golden fixture), tolerance 1e-4 of each tensor's max"
-"${cli}" compare "${out}" "${model}/unet_tiny_sd_io.safetensors" --rtol 1e-4
+# Text to image with the embedded demo model (models/tiny-shapes, 32x32 pixel space): the baseline
+# DDIM-50 pipeline and FasterDiffusion (key steps 50ls, parallel decoding, prior noise injection)
+# from the same seed, timed side by side, with the PSNR between the two images.
+mkdir -p out
+echo "demo.sh: generating with models/tiny-shapes, baseline and FasterDiffusion side by side"
+"${cli}" generate -m models/tiny-shapes -p "a red circle on a blue background" -s 2023 --steps 50 \
+  --sampler ddim --cfg-scale 7.5 --compare -o out/demo.png
+echo "demo.sh: images in out/ (demo_origin.png, demo_faster.png); the prompt and settings are stored in each PNG"
 # END DEMO COMMANDS -----------------------------------------------------------------------------

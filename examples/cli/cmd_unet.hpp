@@ -69,6 +69,7 @@ inline void add_unet_command(CLI::App& app, UnetArgs& a, std::function<void()>& 
       // Shape errors from the model name the inputs file they came from.
       auto feats = fd::with_context(a.inputs, [&] { return unet.encode(x, t, ctx); });
       std::vector<std::pair<std::string, Tensor>> out;
+      out.reserve(feats.skips.size() + 6);  // also keeps GCC 12 from a false -Warray-bounds in emplace_back
       std::vector<float> per_sample = t.size() == 1 ? std::vector<float>(static_cast<std::size_t>(x.dim(0)), t[0]) : t;
       out.emplace_back("out", unet.decode_rows(feats, per_sample, ctx));
       out.emplace_back("enc.temb", feats.temb);

@@ -7,6 +7,8 @@
 
 #include "cmd_bench.hpp"
 #include "cmd_compare.hpp"
+#include "cmd_generate.hpp"
+#include "cmd_png_info.hpp"
 #include "cmd_convert_ldm.hpp"
 #include "cmd_randn.hpp"
 #include "cmd_sample.hpp"
@@ -41,6 +43,12 @@ int main(int argc, char** argv) {
   fdcli::add_tokenize_command(app, run);
   fdcli::VaeDecodeArgs vae_decode_args;
   fdcli::add_vae_decode_command(app, vae_decode_args, run);
+  fdcli::GenerateArgs generate_args;
+  fdcli::add_generate_command(app, generate_args, run);
+  fdcli::ShapesEvalArgs shapes_eval_args;
+  fdcli::add_shapes_eval_command(app, shapes_eval_args, run, exit_code);
+  std::string png_info_path;
+  fdcli::add_png_info_command(app, png_info_path, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

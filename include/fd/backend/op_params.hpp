@@ -24,4 +24,10 @@ struct Conv2dEpilogue {
 /// An activation applied in the same pass as a normalisation.
 enum class Activation { kNone, kSilu };
 
+/// Which keys a query may attend to (attention op).
+enum class AttentionMask {
+  kNone,    ///< every key
+  kCausal,  ///< keys j <= i for query i (CLIP's text encoder)
+};
+
 }  // namespace fd::backend

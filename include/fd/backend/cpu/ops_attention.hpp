@@ -16,16 +16,11 @@
 #define FD_CPU_OPS_INTERNAL
 #endif
 #include "fd/backend/cpu/detail/check.hpp"
+#include "fd/backend/op_params.hpp"
 #include "fd/backend/cpu/detail/sgemm.hpp"
 #include "fd/backend/cpu/detail/vec_math.hpp"
 
 namespace fd::backend {
-
-/// Which keys a query may attend to.
-enum class AttentionMask {
-  kNone,    ///< every key
-  kCausal,  ///< keys j <= i for query i (CLIP's text encoder)
-};
 
 namespace cpu::detail {
 

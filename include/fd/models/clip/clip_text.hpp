@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fd/backend/op_params.hpp"
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
 #include "fd/models/clip/clip_config.hpp"
