@@ -14,6 +14,7 @@
 #include <fd/pipelines/stable_diffusion.hpp>
 
 #include "cli_common.hpp"
+#include "cmd_convert_ldm.hpp"
 
 namespace fdcli {
 
@@ -144,6 +145,10 @@ void add_generate_command(CLI::App& app, GenerateArgs& a, std::function<void()>&
   cmd->add_option("--taesd", a.taesd, "decode with this AutoencoderTiny (TAESD) folder instead of the VAE")
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--tokenizer", a.tokenizer, "CLIP tokenizer folder (default: the model's; single files: the embedded one)");
+  cmd->add_option("--config-patch", a.config_patch,
+                  "with a single-file --model: JSON {\"unet\": {...}, \"vae\": {...}, \"text_encoder\": {...}} merged "
+                  "into the configs inferred from the tensor shapes")
+      ->check(CLI::ExistingFile);
   cmd->add_flag("--no-ftfy", a.no_ftfy, "tokenize without ftfy's text fixes (transformers without ftfy installed)");
   cmd->add_option("--clip-skip", a.clip_skip, "use the output of the CLIP layer this many from the end")
       ->check(CLI::NonNegativeNumber);
@@ -172,6 +177,7 @@ void add_generate_command(CLI::App& app, GenerateArgs& a, std::function<void()>&
       if (lo.tokenizer.empty() && std::filesystem::is_regular_file(a.model, ec) && !embedded_model_dir().empty()) {
         lo.tokenizer = std::filesystem::path(embedded_model_dir()) / "tokenizer";  // SD 1.5's vocabulary
       }
+      lo.ldm = read_ldm_options(a.config_patch);
       lo.normalization = a.no_ftfy ? fd::text::Normalization::kBasic : fd::text::Normalization::kFtfy;
       double const t_load = now_ms();
       Pipeline const sd = Pipeline::load(be, a.model, lo);

@@ -54,6 +54,9 @@ class StableDiffusion {
     std::filesystem::path tokenizer;        ///< tokenizer folder; required for single-file checkpoints
     std::filesystem::path decoder;          ///< replaces the model's VAE, e.g. a TAESD folder
     text::Normalization normalization = text::Normalization::kFtfy;
+    /// Single-file checkpoints: patches for the configs inferred from tensor shapes (values that shapes
+    /// cannot tell, e.g. norm groups of a non-standard model; docs/single_file.md).
+    io::LdmOptions ldm{};
   };
 
   /// Loads a diffusers pipeline folder through its `model_index.json` (unet, text_encoder, tokenizer,
@@ -113,10 +116,13 @@ class StableDiffusion {
                                        ": a single-file checkpoint carries no tokenizer; pass a CLIP tokenizer folder "
                                        "(vocab.json + merges.txt, e.g. models/tiny-shapes/tokenizer, which is SD 1.5's)");
     }
-    io::LdmComponents parts = io::open_ldm_checkpoint(file);
+    io::LdmComponents parts = io::open_ldm_checkpoint(file, opt.ldm);
     StableDiffusion sd(be);
     sd.source_ = file;
     std::string const src = file.string();
+    if (parts.text_encoder_config.is_null()) {
+      fail(Errc::kMissingTensor, src + ": the checkpoint has no text encoder (cond_stage_model.*)");
+    }
     sd.unet_.emplace(models::UNet2DCondition<B>::from_checkpoint(
         be, models::UNetConfig::from_json(parts.unet_config, src + " (unet)"), parts.unet));
     sd.text_encoder_.emplace(models::ClipTextModel<B>::from_checkpoint(
@@ -125,6 +131,8 @@ class StableDiffusion {
     sd.scheduler_ = SchedulerConfig::sd15(SchedulerKind::kPndm);
     if (!opt.decoder.empty()) {
       sd.decoder_.emplace(models::ImageDecoder<B>::load(be, opt.decoder, opt.variant));
+    } else if (parts.vae_config.is_null()) {
+      fail(Errc::kMissingTensor, src + ": the checkpoint has no VAE (first_stage_model.*); pass a decoder folder");
     } else {
       sd.decoder_.emplace(models::ImageDecoder<B>::from_kl(models::AutoencoderKL<B>::from_checkpoint(
           be, models::AutoencoderKLConfig::from_json(parts.vae_config, src + " (vae)"), parts.vae)));
