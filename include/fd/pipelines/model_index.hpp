@@ -4,7 +4,6 @@
 /// component folder (or null for an absent one, e.g. `vae` of a pixel-space model).
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
@@ -12,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fd/error.hpp"
+#include "fd/io/json_file.hpp"
 
 namespace fd {
 
@@ -63,15 +63,7 @@ struct ModelIndex {
   }
 
   static ModelIndex from_file(std::filesystem::path const& file) {
-    std::ifstream in(file);
-    if (!in) fail(Errc::kIo, file.string() + ": cannot open (a diffusers pipeline folder has a model_index.json)");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (nlohmann::json::exception const& e) {
-      fail(Errc::kFormat, file.string() + ": invalid JSON: " + e.what());
-    }
-    return from_json(j, file);
+    return from_json(io::read_json_file(file, "it (a diffusers pipeline folder has a model_index.json)"), file);
   }
 };
 

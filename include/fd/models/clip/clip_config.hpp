@@ -4,12 +4,12 @@
 /// the computation, validated.
 
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "fd/error.hpp"
+#include "fd/io/json_file.hpp"
 
 namespace fd::models {
 
@@ -87,15 +87,7 @@ struct ClipTextConfig {
   }
 
   static ClipTextConfig from_file(std::filesystem::path const& path) {
-    std::ifstream in(path);
-    if (!in) fail(Errc::kIo, path.string() + ": cannot open the text encoder config");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (nlohmann::json::exception const& e) {
-      fail(Errc::kFormat, path.string() + ": invalid JSON: " + e.what());
-    }
-    return from_json(j, path.string());
+    return from_json(io::read_json_file(path, "text encoder config"), path.string());
   }
 };
 

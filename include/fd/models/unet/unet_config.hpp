@@ -5,14 +5,13 @@
 /// cannot reproduce is rejected with an fd::error naming the field, never ignored.
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "fd/error.hpp"
+#include "fd/io/json_file.hpp"
 
 namespace fd::models {
 
@@ -342,13 +341,7 @@ inline UNetConfig UNetConfig::from_json(nlohmann::json const& j, std::string con
 }
 
 inline UNetConfig UNetConfig::from_file(std::filesystem::path const& path) {
-  std::ifstream in(path);
-  if (!in) fail(Errc::kIo, path.string() + ": cannot open UNet config");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded()) fail(Errc::kConfig, path.string() + ": not valid JSON");
-  return from_json(j, path.string());
+  return from_json(io::read_json_file(path, "UNet config"), path.string());
 }
 
 }  // namespace fd::models

@@ -6,30 +6,23 @@
 /// A value this implementation cannot reproduce is rejected with kConfig naming the field and file.
 
 #include <filesystem>
-#include <fstream>
 #include <initializer_list>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "fd/error.hpp"
+#include "fd/io/json_file.hpp"
 #include "fd/models/unet/unet_config.hpp"  // detail::ConfigReader
 
 namespace fd::models {
 
 namespace vae {
 
-/// Reads and parses a config file; kIo / kConfig naming it.
+/// Reads and parses a decoder config file; kIo / kConfig naming it.
 inline nlohmann::json read_json_file(std::filesystem::path const& path, char const* what) {
-  std::ifstream in(path);
-  if (!in) fail(Errc::kIo, path.string() + ": cannot open " + what + " config");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded()) fail(Errc::kConfig, path.string() + ": not valid JSON");
-  return j;
+  return io::read_json_file(path, std::string(what) + " config");
 }
 
 /// The class named by "_class_name", or "" when absent.
