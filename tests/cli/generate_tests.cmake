@@ -8,7 +8,7 @@ set(_tiny ${FD_MODELS_DIR}/tiny-shapes)
 add_test(NAME cli.generate.compare
          COMMAND fasterdiffusion generate -m ${_tiny} -p "a red circle on a blue background" -s 2023 --steps 50
                  --sampler ddim --compare -q --threads 2 -o ${_gen_dir}/cmp.png)
-set_tests_properties(cli.generate.compare PROPERTIES
+set_tests_properties(cli.generate.compare PROPERTIES FIXTURES_SETUP cli_generate_cmp
   PASS_REGULAR_EXPRESSION "Origin Pipeline: [0-9.]+ s\nFaster Diffusion: [0-9.]+ s\nSpeed-up: [0-9.]+x, PSNR \\(origin vs faster\\): [0-9.]+ dB.*wrote [^\n]*cmp_origin.png\nwrote [^\n]*cmp_faster.png")
 
 # The default model (embedded), a batch with per-image seeds, every option that changes the loop.
@@ -22,23 +22,33 @@ set_tests_properties(cli.generate.batch PROPERTIES
 # The PNG holds the generation parameters (read back by the `png-info` command).
 add_test(NAME cli.generate.png_text
          COMMAND fasterdiffusion png-info ${_gen_dir}/cmp_faster.png)
-set_tests_properties(cli.generate.png_text PROPERTIES DEPENDS cli.generate.compare
+set_tests_properties(cli.generate.png_text PROPERTIES FIXTURES_REQUIRED cli_generate_cmp
   PASS_REGULAR_EXPRESSION "a red circle on a blue background\nSteps: 50, Sampler: DDIMScheduler, CFG scale: 7.5, Seed: 2023, Size: 32x32")
 
-# Bad input: each a one-line error naming the problem, exit code 1.
+# Bad input: each exits 1 with a message naming the problem (tests/cli/expect_error.sh).
+set(_expect_error ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_error.sh)
 add_test(NAME cli.generate.bad_width
-         COMMAND fasterdiffusion generate -m ${_tiny} -p "a red circle" -W 36 --steps 2 -o ${_gen_dir}/x.png)
-set_tests_properties(cli.generate.bad_width PROPERTIES WILL_FAIL FALSE
-  PASS_REGULAR_EXPRESSION "divisible by 8, got 32x36")
+         COMMAND bash ${_expect_error} "divisible by 8, got 32x36"
+                 $<TARGET_FILE:fasterdiffusion> generate -m ${_tiny} -p "a red circle" -W 36 --steps 2 -o ${_gen_dir}/x.png)
 add_test(NAME cli.generate.blank_prompt
-         COMMAND fasterdiffusion generate -m ${_tiny} -p "  \t " --steps 2 -o ${_gen_dir}/x.png)
-set_tests_properties(cli.generate.blank_prompt PROPERTIES PASS_REGULAR_EXPRESSION "empty or only white space")
+         COMMAND bash ${_expect_error} "fd.invalid_argument.*empty or only white space"
+                 $<TARGET_FILE:fasterdiffusion> generate -m ${_tiny} -p "  \t " --steps 2 -o ${_gen_dir}/x.png)
 add_test(NAME cli.generate.unwritable
-         COMMAND fasterdiffusion generate -m ${_tiny} -p "a red circle" --steps 2 -o /nonexistent_dir_fd/x.png)
-set_tests_properties(cli.generate.unwritable PROPERTIES PASS_REGULAR_EXPRESSION "/nonexistent_dir_fd")
+         COMMAND bash ${_expect_error} "fd.io.*/nonexistent_dir_fd"
+                 $<TARGET_FILE:fasterdiffusion> generate -m ${_tiny} -p "a red circle" --steps 2 -o /nonexistent_dir_fd/x.png)
 add_test(NAME cli.generate.missing_model
-         COMMAND fasterdiffusion generate -m ${_gen_dir}/no_such_model -p "a red circle" --steps 2)
-set_tests_properties(cli.generate.missing_model PROPERTIES PASS_REGULAR_EXPRESSION "no_such_model")
+         COMMAND bash ${_expect_error} "no_such_model"
+                 $<TARGET_FILE:fasterdiffusion> generate -m ${_gen_dir}/no_such_model -p "a red circle" --steps 2)
+add_test(NAME cli.generate.unknown_scheduler
+         COMMAND bash ${_expect_error} "fd.config.*LMSDiscreteScheduler"
+                 $<TARGET_FILE:fasterdiffusion> generate -m ${_gen_dir}/bad_scheduler_model -p "a red circle" --steps 2
+                 -o ${_gen_dir}/x.png)
+set_tests_properties(cli.generate.unknown_scheduler PROPERTIES FIXTURES_REQUIRED cli_generate_bad_model)
+# A copy of the demo model whose scheduler config names a class we do not have.
+add_test(NAME cli.generate.make_bad_model
+         COMMAND ${CMAKE_COMMAND} -DSRC=${_tiny} -DDST=${_gen_dir}/bad_scheduler_model
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_bad_scheduler_model.cmake)
+set_tests_properties(cli.generate.make_bad_model PROPERTIES FIXTURES_SETUP cli_generate_bad_model)
 
 # Quality on the demo model: the README's colour check over 32 captions for DDIM-50 and
 # DDIM-50 + FasterDiffusion, and their PSNR. The bounds only catch a broken pipeline (chance level for
