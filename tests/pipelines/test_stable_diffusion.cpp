@@ -302,3 +302,18 @@ TEST_CASE("pipeline: single-file checkpoint == diffusers folder; VAE and TAESD d
   // A single file needs a tokenizer folder.
   CHECK_THROWS_WITH(Pipe::load(be, single), Catch::Contains("no tokenizer"));
 }
+
+TEST_CASE("pipeline: an over-long prompt is truncated to 77 tokens with a warning naming the rest", "[pipeline][sd]") {
+  std::string prompt;
+  for (int i = 0; i < 80; ++i) prompt += "red ";
+  prompt += "circle";
+  std::vector<std::string> warnings;
+  fd::GenerateHooks hooks;
+  hooks.on_warning = [&](std::string_view w) { warnings.emplace_back(w); };
+  auto const g = pipe().generate<Origin>({.prompt = prompt, .steps = 1}, hooks);
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("77 tokens") && Catch::EndsWith("red red red red red circle"));
+  REQUIRE(g.input_ids.size() == 1);
+  CHECK(g.input_ids[0].size() == 77);
+  CHECK(g.input_ids[0].back() == 49407);
+}
