@@ -20,6 +20,7 @@
 #include "fd/backend/op_params.hpp"
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
+#include "fd/models/model_folder.hpp"
 #include "fd/models/clip/clip_config.hpp"
 #include "fd/nn/layers.hpp"
 #include "fd/nn/load.hpp"
@@ -38,6 +39,8 @@ class ClipTextModel {
   static_assert(backend::Backend<B>, "ClipTextModel<B>: B is not an fd backend (see docs/extending.md#backends)");
 
  public:
+  using Config = ClipTextConfig;
+
   ClipTextModel(B const& be, ClipTextConfig cfg) : be_(be), cfg_(std::move(cfg)) {
     int const d = cfg_.hidden_size;
     token_embedding_ = nn::parameter(be, {cfg_.vocab_size, d});
@@ -62,9 +65,7 @@ class ClipTextModel {
 
   /// A transformers text encoder folder: config.json + model.safetensors (or sharded / fp16 variant).
   static ClipTextModel load(B const& be, std::filesystem::path const& dir, std::string_view variant = "") {
-    ClipTextConfig cfg = ClipTextConfig::from_file(dir / "config.json");
-    io::Checkpoint ckpt = io::Checkpoint::open_model_dir(dir, "model", variant);
-    return from_checkpoint(be, std::move(cfg), ckpt);
+    return load_model_folder<ClipTextModel>(be, dir, "model", variant);
   }
 
   /// Builds the model and binds its weights by transformers name (`text_model.*`). The constant

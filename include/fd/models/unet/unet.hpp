@@ -18,6 +18,7 @@
 
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
+#include "fd/models/model_folder.hpp"
 #include "fd/models/unet/unet_blocks.hpp"
 #include "fd/models/unet/unet_config.hpp"
 #include "fd/nn/load.hpp"
@@ -53,15 +54,15 @@ class UNet2DCondition {
   static_assert(backend::Backend<B>, "UNet2DCondition<B>: B is not an fd backend (see docs/extending.md#backends)");
 
  public:
+  using Config = UNetConfig;
+
   UNet2DCondition(B const& be, UNetConfig cfg) : be_(be), cfg_(std::move(cfg)) { build(); }
 
   /// Loads a diffusers `unet/` folder: config.json plus diffusion_pytorch_model.safetensors (or a
   /// sharded set with its index, or the fp16 variant). Every parameter must be present with its
   /// exact shape and no tensor may be left over.
   static UNet2DCondition load(B const& be, std::filesystem::path const& dir, std::string_view variant = "") {
-    UNetConfig cfg = UNetConfig::from_file(dir / "config.json");
-    io::Checkpoint ckpt = io::Checkpoint::open_model_dir(dir, "diffusion_pytorch_model", variant);
-    return from_checkpoint(be, std::move(cfg), ckpt);
+    return load_model_folder<UNet2DCondition>(be, dir, "diffusion_pytorch_model", variant);
   }
 
   /// Builds the model for `cfg` and loads it from `ckpt` by diffusers names (any checkpoint: a folder's

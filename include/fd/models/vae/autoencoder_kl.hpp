@@ -18,6 +18,7 @@
 
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
+#include "fd/models/model_folder.hpp"
 #include "fd/models/vae/decode_tap.hpp"
 #include "fd/models/vae/tiling.hpp"
 #include "fd/models/vae/vae_config.hpp"
@@ -101,9 +102,7 @@ class AutoencoderKL {
 
   /// Loads a diffusers `vae/` folder: config.json plus diffusion_pytorch_model[.variant].safetensors.
   static AutoencoderKL load(B const& be, std::filesystem::path const& dir, std::string_view variant = "") {
-    Config cfg = Config::from_file(dir / "config.json");
-    io::Checkpoint ckpt = io::Checkpoint::open_model_dir(dir, "diffusion_pytorch_model", variant);
-    return from_checkpoint(be, std::move(cfg), ckpt);
+    return load_model_folder<AutoencoderKL>(be, dir, "diffusion_pytorch_model", variant);
   }
 
   /// Builds the decoder and loads `decoder.*` and `post_quant_conv.*` by diffusers name. `encoder.*` and

@@ -12,6 +12,7 @@
 
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
+#include "fd/models/model_folder.hpp"
 #include "fd/models/vae/decode_tap.hpp"
 #include "fd/models/vae/tiling.hpp"
 #include "fd/models/vae/vae_config.hpp"
@@ -61,9 +62,7 @@ class AutoencoderTiny {
 
   /// Loads a diffusers-format TAESD folder (config.json + diffusion_pytorch_model[.variant].safetensors).
   static AutoencoderTiny load(B const& be, std::filesystem::path const& dir, std::string_view variant = "") {
-    Config cfg = Config::from_file(dir / "config.json");
-    io::Checkpoint ckpt = io::Checkpoint::open_model_dir(dir, "diffusion_pytorch_model", variant);
-    return from_checkpoint(be, std::move(cfg), ckpt);
+    return load_model_folder<AutoencoderTiny>(be, dir, "diffusion_pytorch_model", variant);
   }
 
   /// Loads `decoder.layers.<i>.*` by diffusers name; `encoder.*` is ignored.
