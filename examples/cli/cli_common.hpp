@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,18 @@ inline Tensor require_input(Backend const& be, fd::io::SafeTensorsFile const& in
 /// The values of a small input tensor (timesteps), finite.
 inline std::vector<float> input_values(Backend const& be, fd::io::SafeTensorsFile const& in, std::string const& name) {
   return require_input(be, in, name).to_vector_f32(be);
+}
+
+/// The noise-injection coefficient of a --noise-injection value ("off" = none).
+inline std::optional<float> parse_injection(std::string const& text) {
+  if (text == "off") return std::nullopt;
+  try {
+    std::size_t used = 0;
+    float const v = std::stof(text, &used);
+    if (used == text.size() && std::isfinite(v)) return v;
+  } catch (std::exception const&) {
+  }
+  fd::fail(fd::Errc::kConfig, "--noise-injection '" + text + "': expected a number or off");
 }
 
 }  // namespace fdcli

@@ -34,18 +34,6 @@ inline std::optional<fd::SchedulerKind> parse_sampler(std::string const& s) {
   fd::fail(fd::Errc::kConfig, "--sampler '" + s + "': expected ddim, pndm, dpm++2m, ddpm, euler or euler_a");
 }
 
-/// The noise-injection coefficient of a --noise-injection value ("off" = none).
-inline std::optional<float> parse_injection(std::string const& text) {
-  if (text == "off") return std::nullopt;
-  try {
-    std::size_t used = 0;
-    float const v = std::stof(text, &used);
-    if (used == text.size() && std::isfinite(v)) return v;
-  } catch (std::exception const&) {
-  }
-  fd::fail(fd::Errc::kConfig, "--noise-injection '" + text + "': expected a number or off");
-}
-
 /// Runs one request with the acceleration chosen at run time: the compile-time sampler types are
 /// instantiated once each and picked here.
 inline fd::Generated<Backend> run_accel(Pipeline const& sd, fd::Request req, std::string const& accel,

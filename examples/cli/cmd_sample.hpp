@@ -70,23 +70,16 @@ inline void add_sample_command(CLI::App& app, SampleArgs& a, std::function<void(
       if (in.contains("variance_noise")) {
         noise = std::make_unique<fd::ReplayNoise>(fd::ReplayNoise::from_rows(be, require_input(be, in, "variance_noise")));
       }
-      std::string inj = a.injection.empty() ? (a.accel == "none" ? "off" : "0.003") : a.injection;
+      std::optional<float> const alpha =
+          parse_injection(a.injection.empty() ? (a.accel == "none" ? "off" : "0.003") : a.injection);
       // On the CPU a whole group in one batch is slower than two steps at a time: every new batch size
       // is fresh memory to fault in, and the batch no longer fits the caches (docs/benchmarks.md).
       int const step_rows = static_cast<int>(a.guidance > 1.0f ? 2 * x.dim(0) : x.dim(0));
       int const rows = a.max_decoder_rows == 0 ? 2 * step_rows : (a.max_decoder_rows < 0 ? 0 : a.max_decoder_rows);
       fd::SamplerOptions o{.guidance = a.guidance, .guidance_rescale = a.guidance_rescale,
                            .max_decoder_rows = rows, .noise = noise.get()};
-      bool const injecting = inj != "off";
-      if (injecting) {
-        try {
-          std::size_t used = 0;
-          o.inject_alpha = std::stof(inj, &used);
-          if (used != inj.size()) throw std::invalid_argument(inj);
-        } catch (std::exception const&) {
-          fd::fail(fd::Errc::kConfig, "--noise-injection '" + inj + "': expected a number or off");
-        }
-      }
+      bool const injecting = alpha.has_value();
+      if (injecting) o.inject_alpha = *alpha;
       fd::keys::Runtime const keys = fd::keys::Runtime::parse(a.accel == "none" ? "all" : a.keys);
       using Par = fd::prop::EncoderPropagation<fd::prop::Parallel>;
       using Seq = fd::prop::EncoderPropagation<fd::prop::Sequential>;

@@ -190,9 +190,8 @@ class StableDiffusion {
     // x_T from one torch CPU generator per image: the same noise diffusers draws for these seeds.
     random::TorchNoise noise(out.seeds);
     Shape const latent_shape{n, unet_->config().in_channels, height / s, width / s};
-    out.init_noise = Tensor<B>::empty(be_, latent_shape);
     {
-      std::vector<float> host(static_cast<std::size_t>(out.init_noise.numel()));
+      std::vector<float> host(static_cast<std::size_t>(latent_shape.numel()));
       noise.fill_normal(host);
       out.init_noise = Tensor<B>::from_host(be_, latent_shape, host);
     }
@@ -274,10 +273,6 @@ class StableDiffusion {
     }
     if (req.steps <= 0) fail(Errc::kInvalidArgument, "request: steps must be positive, got " + std::to_string(req.steps));
     if (!std::isfinite(req.guidance)) fail(Errc::kInvalidArgument, "request: guidance scale is not finite");
-    if (req.clip_skip < 0 || req.clip_skip >= text_encoder_->config().num_hidden_layers) {
-      fail(Errc::kInvalidArgument, "request: clip_skip " + std::to_string(req.clip_skip) + " out of range [0, " +
-                                       std::to_string(text_encoder_->config().num_hidden_layers) + ")");
-    }
   }
 
   std::pair<int, int> image_size(Request const& req) const {
