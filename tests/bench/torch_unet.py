@@ -6,6 +6,7 @@ shapes, 859,520,964 parameters) and, as diffusers does on PyTorch < 2, computes 
 baddbmm + softmax. Weights are random: only the time matters here.
 
 Usage: torch_unet.py [--threads 2] [--batch 2] [--size 64] [--repeat 3] [--warmup 1]
+                     [--device cpu|cuda] [--dtype fp32|fp16|bf16] [--sdpa]
 Prints one line: torch unet forward: median M s, min m s over N runs (threads T, torch V)
 """
 import argparse
@@ -16,6 +17,8 @@ import time
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+USE_SDPA = False
 
 
 class Resnet(nn.Module):
@@ -54,9 +57,12 @@ class Attention(nn.Module):
     def forward(self, x, ctx=None):
         ctx = x if ctx is None else ctx
         q, k, v = self.split(self.to_q(x)), self.split(self.to_k(ctx)), self.split(self.to_v(ctx))
-        scores = torch.baddbmm(torch.empty(q.shape[0], q.shape[1], k.shape[1]), q, k.transpose(1, 2),
-                               beta=0, alpha=self.scale)
-        o = torch.bmm(scores.softmax(dim=-1), v)
+        if USE_SDPA:
+            o = F.scaled_dot_product_attention(q[None], k[None], v[None], scale=self.scale)[0]
+        else:
+            scores = torch.baddbmm(torch.empty(q.shape[0], q.shape[1], k.shape[1], device=q.device, dtype=q.dtype),
+                                   q, k.transpose(1, 2), beta=0, alpha=self.scale)
+            o = torch.bmm(scores.softmax(dim=-1), v)
         b = x.shape[0]
         o = o.reshape(b, self.heads, o.shape[1], -1).permute(0, 2, 1, 3).reshape(b, o.shape[1], -1)
         return self.to_out(o)
@@ -128,9 +134,9 @@ class UNet(nn.Module):
 
     def forward(self, x, t, ctx):
         half = 160
-        freq = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        freq = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=x.device) / half)
         arg = t[:, None].float() * freq[None]
-        temb = self.time_2(F.silu(self.time_1(torch.cat([arg.cos(), arg.sin()], dim=-1))))
+        temb = self.time_2(F.silu(self.time_1(torch.cat([arg.cos(), arg.sin()], dim=-1).to(x.dtype))))
         h = self.conv_in(x)
         skips = [h]
         for blk in self.down:
@@ -160,25 +166,34 @@ def main():
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--sdpa", action="store_true", help="attention through F.scaled_dot_product_attention")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = UNet().eval()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
+    global USE_SDPA
+    USE_SDPA = a.sdpa
+    model = UNet().eval().to(device=a.device, dtype=dtype)
     params = sum(p.numel() for p in model.parameters())
-    x = torch.randn(a.batch, 4, a.size, a.size)
-    ctx = torch.randn(a.batch, 77, 768)
-    t = torch.full((a.batch,), 801)
+    x = torch.randn(a.batch, 4, a.size, a.size, device=a.device, dtype=dtype)
+    ctx = torch.randn(a.batch, 77, 768, device=a.device, dtype=dtype)
+    t = torch.full((a.batch,), 801, device=a.device)
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     times = []
     with torch.inference_mode():
         for _ in range(a.warmup):
             model(x, t, ctx)
+        sync()
         for _ in range(a.repeat):
             t0 = time.perf_counter()
             model(x, t, ctx)
+            sync()
             times.append(time.perf_counter() - t0)
     print(f"torch parameters: {params}")
-    print(f"torch unet forward: median {statistics.median(times):.3f} s, min {min(times):.3f} s over {a.repeat} runs "
-          f"(threads {a.threads}, torch {torch.__version__})")
+    print(f"torch unet forward: median {statistics.median(times):.4f} s, min {min(times):.4f} s over {a.repeat} runs "
+          f"(threads {a.threads}, torch {torch.__version__}, {a.device}, {a.dtype}{', sdpa' if a.sdpa else ''})")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,11 @@ inline double rel_to_max(fd::backend::Cpu const& be, fd::Tensor<fd::backend::Cpu
   return m > 0 ? d / m : d;
 }
 
-inline std::string fixtures_dir() { return FD_FIXTURES_DIR; }
+/// The golden fixtures: $FD_FIXTURES_DIR when set (a test binary carried to another machine), else
+/// the folder configured at build time.
+inline std::string fixtures_dir() {
+  char const* env = std::getenv("FD_FIXTURES_DIR");
+  return env && *env ? env : FD_FIXTURES_DIR;
+}
 
 }  // namespace fdtest

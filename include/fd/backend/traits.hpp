@@ -15,7 +15,10 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+
+#include "fd/core/dtype.hpp"
 
 namespace fd::backend {
 
@@ -40,5 +43,27 @@ concept Backend = requires { typename B::fd_backend; typename B::memory_space; }
 /// A backend whose memory the host can read directly (no staging copies needed at the API edge).
 template <class B>
 concept HostBackend = Backend<B> && accessible_from<B, HostSpace>;
+
+/// Dtype of the parameters models allocate on backend `be`: the backend's `parameter_dtype()` when
+/// it has one (the CUDA backend's storage dtype), otherwise f32. Loaders convert checkpoint data to it.
+template <class B>
+DType parameter_dtype(B const& be) {
+  if constexpr (requires { { be.parameter_dtype() } -> std::convertible_to<DType>; }) {
+    return be.parameter_dtype();
+  } else {
+    return DType::kF32;
+  }
+}
+
+/// Rows per parallel-decoder call a pipeline uses when the request leaves it open (0 = whole key-step
+/// groups): the backend's `preferred_decoder_rows(rows_per_step)` when it has one, else two steps.
+template <class B>
+int preferred_decoder_rows(B const& be, std::int64_t rows_per_step) {
+  if constexpr (requires { { be.preferred_decoder_rows(rows_per_step) } -> std::convertible_to<int>; }) {
+    return be.preferred_decoder_rows(rows_per_step);
+  } else {
+    return static_cast<int>(2 * rows_per_step);
+  }
+}
 
 }  // namespace fd::backend

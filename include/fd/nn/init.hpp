@@ -58,6 +58,7 @@ void init_random(B const& be, Module& module, std::uint64_t seed = 0) {
           }
         }
         std::vector<float> v(static_cast<std::size_t>(n));
+#pragma omp parallel for schedule(static)
         for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = value(i);
         Tensor<B>::from_host(be, t.shape(), v).to(be, t.dtype()).copy_to(be, t);
       },

@@ -9,14 +9,16 @@
 
 #include <string>
 
+#include "fd/backend/traits.hpp"
 #include "fd/core/tensor.hpp"
 
 namespace fd::nn {
 
-/// Allocates a parameter of the given shape on backend be (contents unspecified until loaded).
+/// Allocates a parameter of the given shape on backend be, in the backend's parameter dtype (f32 on
+/// the CPU; the storage dtype on the GPU), contents unspecified until loaded.
 template <class B>
 Tensor<B> parameter(B const& be, Shape shape) {
-  return Tensor<B>::empty(be, shape, DType::kF32);
+  return Tensor<B>::empty(be, shape, backend::parameter_dtype(be));
 }
 
 }  // namespace fd::nn

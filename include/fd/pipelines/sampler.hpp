@@ -57,6 +57,7 @@ struct SamplerStats {
   int decoded_steps = 0;              ///< steps whose noise prediction came from the decoder
   int injected_steps = 0;             ///< steps that received prior noise injection
   std::vector<int> decoder_batches;   ///< rows of each decoder call
+  int decoder_splits = 0;             ///< parallel decoder batches halved after running out of memory
   bool interrupted = false;
   double seconds = 0;                 ///< wall time of the loop
 };
@@ -210,20 +211,33 @@ class Sampler {
         ++res.stats.encoder_runs;
         int const n = static_cast<int>(group.size());
         std::int64_t const rows_per_step = f.mid.dim(0);
-        int const chunk = opt.max_decoder_rows > 0
-                              ? std::max<int>(1, static_cast<int>(opt.max_decoder_rows / rows_per_step))
-                              : n;
-        for (int c0 = 0; c0 < n && !stop; c0 += chunk) {
+        int chunk = opt.max_decoder_rows > 0
+                        ? std::max<int>(1, static_cast<int>(opt.max_decoder_rows / rows_per_step))
+                        : n;
+        for (int c0 = 0; c0 < n && !stop;) {
           int const m = std::min(chunk, n - c0);
           std::vector<float> tsub;
           for (int s = 0; s < m; ++s) tsub.push_back(tf[static_cast<std::size_t>(group[static_cast<std::size_t>(c0 + s)])]);
-          std::vector<float> const eps_all = detail::host(be, decode(f, tsub));
+          std::vector<float> eps_all;
+          try {
+            eps_all = detail::host(be, decode(f, tsub));
+          } catch (error const& e) {
+            // A batch over the device's memory (or the backend's cap): decode this group in halves.
+            if (e.code() != Errc::kOutOfMemory || m == 1) throw;
+            chunk = (m + 1) / 2;
+            --res.stats.decoder_calls;
+            res.stats.decoder_batches.pop_back();
+            res.stats.decoded_steps -= m;
+            ++res.stats.decoder_splits;
+            continue;
+          }
           for (int s = 0; s < m && !stop; ++s) {
             int const i = group[static_cast<std::size_t>(c0 + s)];
             Tensor<B> eps = guided(eps_all, m, s);
             inject(i);
             finish_step(i, eps, s == 0 && c0 == 0);
           }
+          c0 += m;
         }
       }
     } else {

@@ -205,7 +205,7 @@ class StableDiffusion {
                       .guidance_rescale = req.guidance_rescale,
                       .inject_alpha = req.noise_injection,
                       .inject_threshold = req.injection_threshold,
-                      .max_decoder_rows = req.max_decoder_rows == 0 ? static_cast<int>(2 * step_rows)
+                      .max_decoder_rows = req.max_decoder_rows == 0 ? backend::preferred_decoder_rows(be_, step_rows)
                                                                     : std::max(req.max_decoder_rows, 0),
                       .keep_trajectory = false,
                       .noise = &noise};
