@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -90,6 +91,38 @@ struct ConvPlan {
   cudnnConvolutionFwdAlgo_t algo{};
   std::size_t workspace = 0;
 };
+
+// Device memory and pinned upload slots of one captured CUDA graph. While a region is captured the
+// pool hands out blocks (recycling freed ones, as the arena does) and records the order; while it is
+// replayed the same host code asks again and gets the recorded blocks back, so every address the graph
+// baked in is the one the host code computes with.
+struct GraphPool : std::enable_shared_from_this<GraphPool> {
+  ~GraphPool();
+  std::byte* acquire(std::size_t bytes);
+  void release(std::byte* p, std::size_t bytes) noexcept;
+  void* upload_slot(std::size_t bytes);  // pinned host memory the graph copies from
+
+  struct Block {
+    std::byte* p;
+    std::size_t bytes;
+  };
+  struct Slot {
+    void* p;
+    std::size_t bytes;
+  };
+  std::vector<Block> blocks;
+  std::vector<std::size_t> tape;  // block index of every acquisition, in order
+  std::unordered_map<std::size_t, std::vector<std::size_t>> free;  // bytes -> free block indices
+  std::vector<Slot> slots;
+  std::size_t cursor = 0, slot_cursor = 0;
+  bool replaying = false;
+  bool frozen = false;  // after capture: releases are no-ops (the graph owns every block)
+};
+
+// The region being captured or replayed on the calling thread (graph.cpp), null otherwise. While
+// replaying, device work is not issued: every launch site asks replaying().
+extern thread_local GraphPool* t_graph;
+inline bool replaying() noexcept { return t_graph != nullptr && t_graph->replaying; }
 
 struct Context {
   explicit Context(CudaOptions const& o);

@@ -138,6 +138,7 @@ __global__ void composite_k(T* dst, T const* tile, i64 planes, i64 H, i64 W, i64
 }  // namespace
 
 void unary(DType dt, void* x, i64 n, Unary op, float a, float b, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n == 0) return;
   dispatch(dt, "elementwise", [&](auto t) {
     using T = decltype(t);
@@ -147,6 +148,7 @@ void unary(DType dt, void* x, i64 n, Unary op, float a, float b, cudaStream_t s)
 }
 
 void cast(DType from, void const* src, DType to, void* dst, i64 n, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n == 0) return;
   dispatch(from, "cast", [&](auto fs) {
     using S = decltype(fs);
@@ -159,6 +161,7 @@ void cast(DType from, void const* src, DType to, void* dst, i64 n, cudaStream_t 
 }
 
 void axpy(DType dt, void* a, void const* b, float alpha, i64 n, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n == 0) return;
   dispatch(dt, "add", [&](auto t) {
     using T = decltype(t);
@@ -168,6 +171,7 @@ void axpy(DType dt, void* a, void const* b, float alpha, i64 n, cudaStream_t s) 
 }
 
 void geglu(DType dt, void const* x, void* y, i64 rows, i64 d, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (rows * d == 0) return;
   dispatch(dt, "geglu", [&](auto t) {
     using T = decltype(t);
@@ -178,6 +182,7 @@ void geglu(DType dt, void const* x, void* y, i64 rows, i64 d, cudaStream_t s) {
 
 void embedding(DType dt, void const* table, i64 const* ids, void const* pos, void* y, i64 n, i64 len, i64 d,
                cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n * d == 0) return;
   dispatch(dt, "embedding", [&](auto t) {
     using T = decltype(t);
@@ -188,6 +193,7 @@ void embedding(DType dt, void const* table, i64 const* ids, void const* pos, voi
 }
 
 void concat_rows(DType dt, void const* a, void const* b, void* y, i64 n, i64 sa, i64 sb, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n * (sa + sb) == 0) return;
   dispatch(dt, "concat", [&](auto t) {
     using T = decltype(t);
@@ -198,6 +204,7 @@ void concat_rows(DType dt, void const* a, void const* b, void* y, i64 n, i64 sa,
 }
 
 void upsample_nearest(DType dt, void const* x, void* y, i64 planes, i64 h, i64 w, i64 oh, i64 ow, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (planes * oh * ow == 0) return;
   float const sh = static_cast<float>(h) / static_cast<float>(oh), sw = static_cast<float>(w) / static_cast<float>(ow);
   dispatch(dt, "upsample_nearest", [&](auto t) {
@@ -210,6 +217,7 @@ void upsample_nearest(DType dt, void const* x, void* y, i64 planes, i64 h, i64 w
 
 void channel_epilogue(DType dt, void* y, void const* bias, void const* sample_bias, void const* residual, i64 n, i64 c,
                       i64 spatial, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n * c * spatial == 0 || (!bias && !sample_bias && !residual)) return;
   dispatch(dt, "conv2d epilogue", [&](auto t) {
     using T = decltype(t);
@@ -221,6 +229,7 @@ void channel_epilogue(DType dt, void* y, void const* bias, void const* sample_bi
 }
 
 void row_epilogue(DType dt, void* y, void const* bias, void const* residual, i64 rows, i64 cols, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (rows * cols == 0 || (!bias && !residual)) return;
   dispatch(dt, "linear epilogue", [&](auto t) {
     using T = decltype(t);
@@ -231,6 +240,7 @@ void row_epilogue(DType dt, void* y, void const* bias, void const* residual, i64
 }
 
 void modulate_silu(DType dt, void* x, void const* mod, i64 n, i64 c, i64 spatial, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n * c * spatial == 0) return;
   dispatch(dt, "modulate", [&](auto t) {
     using T = decltype(t);
@@ -242,6 +252,7 @@ void modulate_silu(DType dt, void* x, void const* mod, i64 n, i64 c, i64 spatial
 
 void composite_tile(DType dt, void* dst, void const* tile, i64 planes, i64 H, i64 W, i64 h, i64 w, i64 y0, i64 x0,
                     i64 ramp_top, i64 ramp_left, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (planes * h * w == 0) return;
   dispatch(dt, "composite_tile", [&](auto t) {
     using T = decltype(t);

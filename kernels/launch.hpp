@@ -51,4 +51,11 @@ void layer_norm(DType dt, void const* x, void const* gamma, void const* beta, vo
 void softmax_rows(float const* scores, DType dt, void* p, i64 rows, i64 lk, bool causal, i64 rows_per_head, i64 q0,
                   cudaStream_t s);
 
+/// Fused attention (kernels/attention.cu) for f16/bf16 and head dims up to 160: o[b, i, h*d + c] of a
+/// contiguous [B, Lq, H*d] output from q/k/v with batch strides *_bs and row strides *_rs (elements).
+/// Returns false, launching nothing, for shapes and dtypes it does not cover.
+bool flash_attention(DType dt, void const* q, i64 q_bs, i64 q_rs, void const* k, i64 k_bs, i64 k_rs, void const* v,
+                     i64 v_bs, i64 v_rs, void* o, i64 b, i64 lq, i64 lk, int heads, int d, float scale, bool causal,
+                     cudaStream_t s);
+
 }  // namespace fd::backend::cuda_kernels

@@ -75,6 +75,7 @@ __global__ void __launch_bounds__(kThreads) softmax_k(float const* scores, T* p,
 
 void group_norm(DType dt, void const* x, void const* gamma, void const* beta, void* y, i64 n, i64 c, i64 spatial,
                 int groups, float eps, bool silu, cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (n * c * spatial == 0) return;
   dispatch(dt, "group_norm", [&](auto t) {
     using T = decltype(t);
@@ -87,6 +88,7 @@ void group_norm(DType dt, void const* x, void const* gamma, void const* beta, vo
 
 void layer_norm(DType dt, void const* x, void const* gamma, void const* beta, void* y, i64 rows, i64 c, float eps,
                 cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (rows * c == 0) return;
   int const threads = c >= 1024 ? kNormThreads : 256;
   dispatch(dt, "layer_norm", [&](auto t) {
@@ -100,6 +102,7 @@ void layer_norm(DType dt, void const* x, void const* gamma, void const* beta, vo
 
 void softmax_rows(float const* scores, DType dt, void* p, i64 rows, i64 lk, bool causal, i64 rows_per_head, i64 q0,
                   cudaStream_t s) {
+  if (cuda_detail::replaying()) return;  // a graph replay issues no device work
   if (rows * lk == 0) return;
   dispatch(dt, "attention softmax", [&](auto t) {
     using T = decltype(t);

@@ -28,7 +28,7 @@ cudaDataType_t cuda_type(DType d) {
 void gemm(Cuda const& be, bool ta, bool tb, i64 m, i64 n, i64 kk, float alpha, DType ab, void const* a, i64 lda,
           i64 stride_a, void const* b, i64 ldb, i64 stride_b, float beta, DType ct, void* c, i64 ldc, i64 stride_c,
           i64 batch) {
-  if (m == 0 || n == 0 || batch == 0) return;
+  if (m == 0 || n == 0 || batch == 0 || replaying()) return;
   Context& cx = ctx(be);
   be.add_flops(static_cast<std::uint64_t>(2 * m * n * kk * batch));
   cublasComputeType_t const compute =
@@ -165,13 +165,21 @@ CudaTensor attention(Cuda const& be, CudaTensor const& q, CudaTensor const& kt, 
   if (lk == 0) fail(Errc::kShapeMismatch, "attention: empty key sequence");
   Context& cx = ctx(be);
   std::size_t const es = size_of(dt);
+  bool const causal = mask == AttentionMask::kCausal;
+  if (cx.opt.fused_attention && dt != DType::kF32) {
+    if (k::flash_attention(dt, q.raw(), q.strides()[0], q.strides()[1], ks.raw(), ks.strides()[0], ks.strides()[1],
+                           vs.raw(), vs.strides()[0], vs.strides()[1], o.raw(), b, lq, lk, heads, static_cast<int>(d),
+                           scale, causal, cx.stream)) {
+      be.add_flops(static_cast<std::uint64_t>(4 * b * heads * lq * lk * d));
+      return o;
+    }
+  }
   // Query rows per chunk: heads x rows x lk fp32 scores within the workspace budget.
   i64 const per_row = heads * lk * static_cast<i64>(sizeof(float) + es);
   i64 const chunk = std::clamp<i64>(static_cast<i64>(cx.opt.attention_workspace) / std::max<i64>(per_row, 1), 1, lq);
-  auto scores = cx.scratch(static_cast<std::size_t>(heads * chunk * lk) * sizeof(float));
-  auto probs = cx.scratch(static_cast<std::size_t>(heads * chunk * lk) * es);
+  auto scores = be.allocate(static_cast<std::size_t>(heads * chunk * lk) * sizeof(float));
+  auto probs = be.allocate(static_cast<std::size_t>(heads * chunk * lk) * es);
   i64 const rq = q.strides()[1], rk = ks.strides()[1], rv = vs.strides()[1];
-  bool const causal = mask == AttentionMask::kCausal;
   for (i64 bi = 0; bi < b; ++bi) {
     auto const* qb = q.raw() + bi * q.strides()[0] * static_cast<i64>(es);
     auto const* kb = ks.raw() + bi * ks.strides()[0] * static_cast<i64>(es);

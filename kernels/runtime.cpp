@@ -134,6 +134,65 @@ void Arena::reset_peak() noexcept {
   peak_ = in_use_;
 }
 
+// ---- GraphPool ------------------------------------------------------------------------------------
+
+thread_local GraphPool* t_graph = nullptr;
+
+GraphPool::~GraphPool() {
+  for (Block const& b : blocks) cudaFree(b.p);
+  for (Slot const& s : slots) cudaFreeHost(s.p);
+}
+
+std::byte* GraphPool::acquire(std::size_t bytes) {
+  if (replaying) {
+    if (cursor >= tape.size() || blocks[tape[cursor]].bytes != bytes) {
+      fail(Errc::kBackend, "cuda graph: replay asked for " + std::to_string(bytes) + " bytes at allocation " +
+                               std::to_string(cursor) + ", which the capture did not (host logic that depends on values?)");
+    }
+    return blocks[tape[cursor++]].p;
+  }
+  auto it = free.find(bytes);
+  std::size_t idx = 0;
+  if (it != free.end() && !it->second.empty()) {
+    idx = it->second.back();
+    it->second.pop_back();
+  } else {
+    void* p = nullptr;
+    FD_CUDA_CHECK(cudaMalloc(&p, bytes));
+    idx = blocks.size();
+    blocks.push_back({static_cast<std::byte*>(p), bytes});
+  }
+  tape.push_back(idx);
+  return blocks[idx].p;
+}
+
+void GraphPool::release(std::byte* p, std::size_t bytes) noexcept {
+  if (frozen || replaying) return;
+  for (std::size_t i = blocks.size(); i-- > 0;) {
+    if (blocks[i].p == p) {
+      try {
+        free[bytes].push_back(i);
+      } catch (...) {
+      }
+      return;
+    }
+  }
+}
+
+void* GraphPool::upload_slot(std::size_t bytes) {
+  if (replaying) {
+    if (slot_cursor >= slots.size() || slots[slot_cursor].bytes != bytes) {
+      fail(Errc::kBackend, "cuda graph: replay uploads " + std::to_string(bytes) + " bytes at upload " +
+                               std::to_string(slot_cursor) + ", which the capture did not");
+    }
+    return slots[slot_cursor++].p;
+  }
+  void* p = nullptr;
+  FD_CUDA_CHECK(cudaMallocHost(&p, bytes));
+  slots.push_back({p, bytes});
+  return p;
+}
+
 // ---- Context --------------------------------------------------------------------------------------
 
 Context::Context(CudaOptions const& o) : opt(o), device(o.device), arena(o.memory_cap) {
@@ -222,10 +281,17 @@ int Cuda::device_count() noexcept {
 
 std::shared_ptr<std::byte> Cuda::allocate(std::size_t bytes) const {
   ctx_->activate();
+  if (cuda_detail::GraphPool* g = cuda_detail::t_graph) {
+    std::size_t const r = cuda_detail::Arena::round(bytes);
+    std::byte* p = g->acquire(r);
+    std::shared_ptr<cuda_detail::GraphPool> keep = g->shared_from_this();
+    return std::shared_ptr<std::byte>(p, [keep, r](std::byte* q) { keep->release(q, r); });
+  }
   return ctx_->scratch(bytes);
 }
 
 void Cuda::synchronize() const {
+  if (cuda_detail::t_graph) return;  // inside a captured region the graph's launch is the sync point
   ctx_->activate();
   FD_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
 }
@@ -233,19 +299,30 @@ void Cuda::synchronize() const {
 void Cuda::copy_from_host(void* dst, void const* src, std::size_t bytes) const {
   if (bytes == 0) return;
   ctx_->activate();
+  if (cuda_detail::GraphPool* g = cuda_detail::t_graph) {
+    // Captured regions copy from pinned slots; a replay refreshes the slot and issues nothing.
+    void* slot = g->upload_slot(bytes);
+    std::memcpy(slot, src, bytes);
+    if (!g->replaying) FD_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, ctx_->stream));
+    return;
+  }
   // Pageable source: the call returns once the bytes are staged, so the caller may free src at once.
   FD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_->stream));
 }
 
 void Cuda::copy_to_host(void* dst, void const* src, std::size_t bytes) const {
   if (bytes == 0) return;
+  if (cuda_detail::t_graph) {
+    fail(Errc::kUnsupported, "cuda graph: a captured region cannot copy device data to the host (" +
+                                 std::to_string(bytes) + " bytes); read results after the region");
+  }
   ctx_->activate();
   FD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, ctx_->stream));
   FD_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
 }
 
 void Cuda::copy(void* dst, void const* src, std::size_t bytes) const {
-  if (bytes == 0) return;
+  if (bytes == 0 || cuda_detail::replaying()) return;
   ctx_->activate();
   FD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx_->stream));
 }

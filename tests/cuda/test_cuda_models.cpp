@@ -11,6 +11,7 @@
 
 #include "common/compare.hpp"
 #include "fd/backend/cpu/ops.hpp"
+#include "fd/backend/cuda/graph.hpp"
 #include "fd/backend/cuda/ops.hpp"
 #include "fd/io/safetensors.hpp"
 #include "fd/models/unet/unet.hpp"
@@ -118,4 +119,32 @@ TEST_CASE("cuda: DDIM-50 baseline and FasterDiffusion match fd_tiny_sd_ddim50 in
               res.stats.decoder_splits, res.stats.decoder_batches.size());
   CHECK(res.stats.decoder_splits > 0);
   CHECK(worst_step(capped, res.latents, io.load(cpu(), "fd.latents")) <= 1e-4);
+}
+
+TEST_CASE("cuda: UNet calls through CUDA graphs equal eager calls, with new inputs and timesteps each call",
+          "[cuda][graph]") {
+  G g{{.dtype = DType::kF32}};
+  auto unet = fd::models::UNet2DCondition<G>::load(g, unet_dir());
+  auto io = fd::io::SafeTensorsFile::open(unet_dir() + "/unet_tiny_sd_io.safetensors");
+  TG const x0 = io.load(g, "sample"), ctx = io.load(g, "encoder_hidden_states");
+  fd::backend::CudaGraphs graphs(g);
+  for (int call = 0; call < 5; ++call) {
+    // Different latents and timesteps at every call: replays must see both.
+    TG x = x0.clone(g);
+    fd::backend::scale_(g, x, 1.0f + 0.1f * static_cast<float>(call));
+    std::vector<float> const ts{900.0f - 37.0f * static_cast<float>(call), 500.0f - 11.0f * static_cast<float>(call)};
+    auto outs = graphs.run("decode2", {x, ctx}, [&](fd::backend::CudaGraphs::Tensors const& in) {
+      auto f = unet.encode(in[0], {ts.data(), 1}, in[1]);
+      return fd::backend::CudaGraphs::Tensors{unet.decode(f, ts, in[1])};
+    });
+    auto f = unet.encode(x, {ts.data(), 1}, ctx);
+    TC const want = down(g, unet.decode(f, ts, ctx));
+    double const e = fdtest::rel_to_max(cpu(), down(g, outs.at(0)), want);
+    INFO("call " << call << ": " << e);
+    CHECK(e <= 1e-6);
+  }
+  auto const st = graphs.stats();
+  CHECK(st.eager == 1);
+  CHECK(st.captures == 1);
+  CHECK(st.replays == 3);
 }

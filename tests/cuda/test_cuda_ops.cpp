@@ -115,6 +115,32 @@ TEST_CASE("cuda: attention matches the CPU (masks, strided views, query chunks)"
               attention(cpu(), q, k, k, 2, 0.25f, fd::backend::AttentionMask::kCausal), 1e-5);
 }
 
+TEST_CASE("cuda: the fused f16/bf16 attention kernel matches the CPU at SD's head widths", "[cuda][ops][flash]") {
+  // Head widths 40/80/160 (SD 1.x), 64 (SD 2.x, CLIP); query and key counts off the 64/32 tiles.
+  struct Case {
+    std::int64_t b, lq, lk;
+    int heads, d;
+    bool causal;
+  };
+  for (DType dt : {DType::kF16, DType::kBF16}) {
+    G fused{{.dtype = dt, .fused_attention = true}};
+    G plain{{.dtype = dt, .fused_attention = false}};
+    for (Case c : {Case{2, 130, 77, 8, 40, false}, Case{1, 100, 100, 8, 80, false}, Case{2, 65, 33, 4, 160, false},
+                   Case{2, 77, 77, 12, 64, true}, Case{3, 16, 200, 2, 24, false}}) {
+      std::int64_t const hd = c.heads * c.d;
+      TC q = rounded(rnd({c.b, c.lq, hd}), dt), k = rounded(rnd({c.b, c.lk, hd}), dt), v = rounded(rnd({c.b, c.lk, hd}), dt);
+      auto const mask = c.causal ? fd::backend::AttentionMask::kCausal : fd::backend::AttentionMask::kNone;
+      float const s = 1.0f / std::sqrt(static_cast<float>(c.d));
+      TC const want = attention(cpu(), q, k, v, c.heads, s, mask);
+      INFO("b " << c.b << " lq " << c.lq << " lk " << c.lk << " heads " << c.heads << " d " << c.d);
+      CHECK_CLOSE(down(fused, attention(fused, up(fused, q), up(fused, k), up(fused, v), c.heads, s, mask)), want,
+                  tol(dt, 0));
+      CHECK_CLOSE(down(plain, attention(plain, up(plain, q), up(plain, k), up(plain, v), c.heads, s, mask)), want,
+                  tol(dt, 0));
+    }
+  }
+}
+
 TEST_CASE("cuda: conv2d and its epilogues match the CPU", "[cuda][ops]") {
   for (DType dt : kAll) {
     G& g = gpu(dt);

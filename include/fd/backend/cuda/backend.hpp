@@ -30,7 +30,10 @@ struct CudaOptions {
   /// Largest device memory the arena may hold, in bytes (0 = what the device has). Reaching it raises
   /// Errc::kOutOfMemory, which the parallel decoder answers by splitting its batch.
   std::size_t memory_cap = 0;
-  /// Largest fp32 score block of the attention op, in bytes: longer query ranges run in chunks.
+  /// f16/bf16 attention through the fused kernel (scores never leave shared memory); false runs two
+  /// cuBLAS GEMMs around an fp32 softmax, as f32 always does.
+  bool fused_attention = true;
+  /// Largest fp32 score block of the unfused attention, in bytes: longer query ranges run in chunks.
   std::size_t attention_workspace = std::size_t{256} << 20;
 };
 
