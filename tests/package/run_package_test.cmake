@@ -31,7 +31,8 @@ set(consumer_build "${WORK_DIR}/consumer-build")
 
 if(MODE STREQUAL "install")
   set(prefix "${WORK_DIR}/prefix")
-  # cmake --install (not the install target) so nothing is built first: fd is header-only.
+  # cmake --install (not the install target): fd is header-only, FasterDiffusion::cuda (when built) is
+  # already built by the time ctest runs.
   fd_step("install of ${FD_BUILD_DIR}" "${CMAKE_COMMAND}" --install "${FD_BUILD_DIR}" --prefix "${prefix}"
           --config "${CONFIG}")
 
@@ -103,4 +104,16 @@ message("${out}${err}")
 if(NOT rc EQUAL 0 OR NOT out MATCHES "consumer ok")
   message(FATAL_ERROR "package test (${MODE}): consumer failed (${rc})")
 endif()
+
+# The package's cuda component, when the build had it.
+foreach(candidate IN ITEMS "${consumer_build}/fd_consumer_cuda" "${consumer_build}/${CONFIG}/fd_consumer_cuda")
+  if(EXISTS "${candidate}")
+    execute_process(COMMAND "${candidate}" RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+    message("${out}${err}")
+    if(NOT rc EQUAL 0 OR NOT out MATCHES "cuda consumer ok")
+      message(FATAL_ERROR "package test (${MODE}): CUDA consumer failed (${rc})")
+    endif()
+    break()
+  endif()
+endforeach()
 message("package test (${MODE}): passed")
