@@ -64,7 +64,7 @@ CudaGraphs::Tensors CudaGraphs::run(std::string const& name, Tensors const& inpu
   Cuda const& be = cache_->be;
   Context& cx = be.context();
   cx.activate();
-  if (t_graph) fail(Errc::kInvalidArgument, "cuda graph: region '" + name + "' started inside another region");
+  if (t_graph) return region(inputs);  // nested in a region being recorded or replayed: part of it
   std::unique_lock<std::mutex> lock(cache_->mu);
   auto& slot = cache_->regions[key_of(name, inputs)];
   if (!slot) slot = std::make_unique<CapturedRegion>();

@@ -61,15 +61,18 @@ std::byte* Arena::acquire(std::size_t bytes) {
       peak_ = std::max(peak_, in_use_);
       return p;
     }
-    if (cap_ != 0 && in_use_ + bytes > cap_) {
-      // Cached blocks of other sizes count against the cap too: give them back first.
+    // The cap bounds what the arena holds, cached blocks included: cached blocks of other sizes are
+    // given back before a new block would cross it.
+    if (cap_ != 0 && in_use_ + cached_ + bytes > cap_) {
       for (auto& [size, blocks] : free_) {
         for (std::byte* q : blocks) cudaFree(q);
         blocks.clear();
       }
       cached_ = 0;
-      fail(Errc::kOutOfMemory, "cuda: allocating " + std::to_string(bytes) + " bytes would exceed the memory cap of " +
-                                   std::to_string(cap_) + " bytes (" + std::to_string(in_use_) + " in use)");
+      if (in_use_ + bytes > cap_) {
+        fail(Errc::kOutOfMemory, "cuda: allocating " + std::to_string(bytes) + " bytes would exceed the memory cap of " +
+                                     std::to_string(cap_) + " bytes (" + std::to_string(in_use_) + " in use)");
+      }
     }
   }
   void* p = nullptr;

@@ -72,6 +72,11 @@ echo "== GPU benchmark (fp16)"
 timeout 240 "$GPU/bin/fd_cuda_bench" --dtype f16 --steps 50 --repeat 20 --loops 3 2>&1 | tee "$OUT/bench_f16.log"
 bench_rc=${PIPESTATUS[0]}
 
+echo "== UNet forward without graphs / with the unfused attention (what each one buys)"
+timeout 120 "$GPU/bin/fd_cuda_bench" --dtype f16 --loops 0 --no-graphs 2>&1 | tee "$OUT/bench_nographs.log"
+timeout 120 "$GPU/bin/fd_cuda_bench" --dtype f16 --loops 0 --unfused-attention 2>&1 | tee "$OUT/bench_unfused.log"
+timeout 120 "$GPU/bin/fd_cuda_bench" --dtype bf16 --loops 0 2>&1 | tee "$OUT/bench_bf16.log"
+
 torch_line="not run (no PyTorch with CUDA)"
 torch_sdpa="not run"
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
@@ -97,6 +102,8 @@ if [[ $bench_rc -eq 0 ]]; then
 else
   echo "| fd_cuda_bench | exit $bench_rc (see bench_f16.log) |"
 fi
+grep -h -E "^\| UNet forward" "$OUT/bench_nographs.log" "$OUT/bench_unfused.log" 2>/dev/null
+grep -h -E "^\| UNet forward" "$OUT/bench_bf16.log" 2>/dev/null | sed 's/^| UNet/| bf16 UNet/'
 echo "| PyTorch fp16 UNet forward, batch 2 (baddbmm attention) | $torch_line |"
 echo "| PyTorch fp16 UNet forward, batch 2 (SDPA attention) | $torch_sdpa |"
 [[ $tests_rc -eq 0 || $tests_rc -eq 77 ]] && [[ $bench_rc -eq 0 || $bench_rc -eq 77 ]]

@@ -2,7 +2,7 @@
 // forward, and the 50-step DDIM loop with classifier-free guidance, baseline vs FasterDiffusion
 // (parallel decoding, keys 50ls, prior noise injection), in one process. Prints a table last.
 //   fd_cuda_bench [--dtype f16|bf16|f32] [--batch 1] [--size 64] [--steps 50] [--repeat 20] [--loops 3]
-//                 [--tf32] [--max-decoder-rows N]
+//                 [--tf32] [--max-decoder-rows N] [--no-graphs] [--unfused-attention]
 
 #include <algorithm>
 #include <chrono>
@@ -43,7 +43,7 @@ T random_tensor(G const& g, fd::Shape s, std::uint64_t seed) {
 int main(int argc, char** argv) {
   std::string dtype = "f16";
   int batch = 1, size = 64, steps = 50, repeat = 20, loops = 3, max_rows = 0;
-  bool tf32 = false;
+  bool tf32 = false, graphs = true, fused = true;
   for (int i = 1; i < argc; ++i) {
     std::string const a = argv[i];
     auto next = [&]() -> char const* {
@@ -61,6 +61,8 @@ int main(int argc, char** argv) {
     else if (a == "--loops") loops = std::atoi(next());
     else if (a == "--max-decoder-rows") max_rows = std::atoi(next());
     else if (a == "--tf32") tf32 = true;
+    else if (a == "--no-graphs") graphs = false;
+    else if (a == "--unfused-attention") fused = false;
     else {
       std::fprintf(stderr, "fd_cuda_bench: unknown argument %s\n", a.c_str());
       return 2;
@@ -76,14 +78,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    G g{{.dtype = dt, .allow_tf32 = tf32}};
+    G g{{.dtype = dt, .allow_tf32 = tf32, .graphs = graphs, .fused_attention = fused}};
     auto const cfg = fd::models::UNetConfig::sd15();
     double const t_build = now_ms();
     fd::models::UNet2DCondition<G> unet(g, cfg);
     fd::nn::init_random(g, unet, 1);
     g.synchronize();
-    std::printf("device %s, dtype %s, SD 1.5 UNet with random weights built in %.1f s\n", g.device_name().c_str(),
-                dtype.c_str(), (now_ms() - t_build) / 1e3);
+    std::printf("device %s, dtype %s, graphs %s, attention %s; SD 1.5 UNet with random weights built in %.1f s\n",
+                g.device_name().c_str(), dtype.c_str(), graphs ? "on" : "off", fused ? "fused" : "2 GEMMs + softmax",
+                (now_ms() - t_build) / 1e3);
     std::int64_t const cfg_rows = 2 * batch;
     T const x = random_tensor(g, {cfg_rows, 4, size, size}, 7);
     T const ctx = fd::backend::cast(g, random_tensor(g, {cfg_rows, 77, 768}, 8), dt);
@@ -105,6 +108,13 @@ int main(int argc, char** argv) {
     std::printf("unet forward [%lld, 4, %d, %d] + context [%lld, 77, 768]: median %.2f ms (encoder %.2f ms) over %d\n",
                 static_cast<long long>(cfg_rows), size, size, static_cast<long long>(cfg_rows), fwd_ms, enc_ms, repeat);
 
+    if (loops <= 0) {
+      std::printf("\n| case (%s, %s) | value |\n|---|---|\n", g.device_name().c_str(), dtype.c_str());
+      std::printf("| UNet forward, batch %lld, %dx%d, graphs %s, %s attention | %.2f ms |\n",
+                  static_cast<long long>(cfg_rows), size, size, graphs ? "on" : "off", fused ? "fused" : "unfused",
+                  fwd_ms);
+      return 0;
+    }
     // Whole 50-step loops (latents [B, 4, s, s], CFG context [2B, 77, 768]); median of `loops` runs each,
     // baseline and FasterDiffusion interleaved so drift affects both alike.
     T const z = random_tensor(g, {batch, 4, size, size}, 9);
@@ -113,7 +123,7 @@ int main(int argc, char** argv) {
     using Faster = fd::Sampler<fd::keys::Paper50, fd::prop::EncoderPropagation<fd::prop::Parallel>, fd::inject::Prior>;
     std::vector<double> base_s, fast_s;
     fd::SamplerStats fast_stats;
-    for (int r = 0; r < loops + 1; ++r) {  // the first round warms the larger decoder batches up
+    for (int r = 0; r < loops + 2; ++r) {  // two untimed rounds: eager warm-up, then graph capture
       fd::Scheduler<fd::sched::Ddim> s1(fd::SchedulerConfig::sd15(fd::SchedulerKind::kDdim));
       double const t0 = now_ms();
       Baseline::run(g, unet, s1, steps, z, ctx, opt);
@@ -123,7 +133,7 @@ int main(int argc, char** argv) {
       auto res = Faster::run(g, unet, s2, steps, z, ctx, opt);
       g.synchronize();
       double const t2 = now_ms();
-      if (r == 0) continue;
+      if (r < 2) continue;
       base_s.push_back((t1 - t0) / 1e3);
       fast_s.push_back((t2 - t1) / 1e3);
       fast_stats = res.stats;

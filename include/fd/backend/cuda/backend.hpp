@@ -30,6 +30,9 @@ struct CudaOptions {
   /// Largest device memory the arena may hold, in bytes (0 = what the device has). Reaching it raises
   /// Errc::kOutOfMemory, which the parallel decoder answers by splitting its batch.
   std::size_t memory_cap = 0;
+  /// Records each UNet encoder/decoder call shape once as a CUDA graph and replays it (the launch cost
+  /// of its several hundred kernels paid once); false launches every op each time.
+  bool graphs = true;
   /// f16/bf16 attention through the fused kernel (scores never leave shared memory); false runs two
   /// cuBLAS GEMMs around an fp32 softmax, as f32 always does.
   bool fused_attention = true;

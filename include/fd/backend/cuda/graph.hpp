@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fd/backend/cuda/backend.hpp"
+#include "fd/backend/region.hpp"
 #include "fd/core/tensor.hpp"
 
 namespace fd::backend {
@@ -47,6 +48,20 @@ class CudaGraphs {
 
  private:
   std::shared_ptr<cuda_detail::GraphCache> cache_;
+};
+
+/// Models' regions on the CUDA backend: CUDA graphs when CudaOptions::graphs is on.
+template <>
+struct Regions<Cuda> {
+  static constexpr bool enabled = true;
+  explicit Regions(Cuda const& be) : graphs(be), on(be.options().graphs) {}
+  template <class Fn>
+  std::vector<Tensor<Cuda>> run(std::string const& name, std::vector<Tensor<Cuda>> const& inputs, Fn&& fn) const {
+    if (!on) return fn(inputs);
+    return graphs.run(name, inputs, CudaGraphs::Region(std::forward<Fn>(fn)));
+  }
+  CudaGraphs graphs;
+  bool on = true;
 };
 
 }  // namespace fd::backend

@@ -11,6 +11,7 @@
 #include <span>
 
 #include "fd/backend/cuda/backend.hpp"
+#include "fd/backend/cuda/graph.hpp"
 #include "fd/backend/op_params.hpp"
 #include "fd/core/tensor.hpp"
 

@@ -11,11 +11,13 @@
 ///   auto eps = unet.decode(feats, {801, 781, 761}, ctx);  // one batched call for three timesteps
 /// @endcode
 
+#include <cstdint>
 #include <filesystem>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "fd/backend/region.hpp"
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
 #include "fd/models/model_folder.hpp"
@@ -103,6 +105,39 @@ class UNet2DCondition {
   /// @pre x [N, in_channels, H, W]; context [N, L, cross_attention_dim]; every value finite.
   EncoderFeatures<B> encode(Tensor<B> const& x, std::span<float const> timesteps, Tensor<B> const& context,
                             ControlResiduals<B> const* control = nullptr) const {
+    if constexpr (backend::Regions<B>::enabled) {
+      // One recorded region per shape: inputs [x, context, control down..., control mid].
+      std::size_t const nd = control ? control->down.size() : 0;
+      std::vector<Tensor<B>> in{x, context};
+      if (control) {
+        in.insert(in.end(), control->down.begin(), control->down.end());
+        in.push_back(control->mid);
+      }
+      auto out = regions_.run(region_name("encode", timesteps.size(), control ? 1 + static_cast<int>(nd) : 0), in,
+                              [&](std::vector<Tensor<B>> const& t) {
+                                ControlResiduals<B> cr;
+                                if (control) {
+                                  cr.down.assign(t.begin() + 2, t.begin() + 2 + static_cast<std::ptrdiff_t>(nd));
+                                  cr.mid = t[2 + nd];
+                                }
+                                EncoderFeatures<B> f = encode_direct(t[0], timesteps, t[1], control ? &cr : nullptr);
+                                std::vector<Tensor<B>> flat{f.temb, f.mid};
+                                flat.insert(flat.end(), f.skips.begin(), f.skips.end());
+                                return flat;
+                              });
+      EncoderFeatures<B> f;
+      f.temb = out[0];
+      f.mid = out[1];
+      f.skips.assign(out.begin() + 2, out.end());
+      return f;
+    } else {
+      return encode_direct(x, timesteps, context, control);
+    }
+  }
+
+  /// encode() without a backend region (what a region records).
+  EncoderFeatures<B> encode_direct(Tensor<B> const& x, std::span<float const> timesteps, Tensor<B> const& context,
+                                   ControlResiduals<B> const* control = nullptr) const {
     check_sample(x);
     std::int64_t const n = x.dim(0);
     check_context(context, n);
@@ -134,6 +169,25 @@ class UNet2DCondition {
   /// @pre context has the cached batch size.
   Tensor<B> decode(EncoderFeatures<B> const& f, std::span<float const> timesteps, Tensor<B> const& context,
                    DecoderLayout layout = DecoderLayout::kGuidanceHalves) const {
+    if constexpr (backend::Regions<B>::enabled) {
+      std::vector<Tensor<B>> in{context, f.mid};
+      in.insert(in.end(), f.skips.begin(), f.skips.end());
+      auto out = regions_.run(region_name(layout == DecoderLayout::kSingle ? "decode1" : "decode2", timesteps.size(), 0),
+                              in, [&](std::vector<Tensor<B>> const& t) {
+                                EncoderFeatures<B> g;
+                                g.mid = t[1];
+                                g.skips.assign(t.begin() + 2, t.end());
+                                return std::vector<Tensor<B>>{decode_direct(g, timesteps, t[0], layout)};
+                              });
+      return out[0];
+    } else {
+      return decode_direct(f, timesteps, context, layout);
+    }
+  }
+
+  /// decode() without a backend region (what a region records).
+  Tensor<B> decode_direct(EncoderFeatures<B> const& f, std::span<float const> timesteps, Tensor<B> const& context,
+                          DecoderLayout layout = DecoderLayout::kGuidanceHalves) const {
     if (timesteps.empty()) fail(Errc::kInvalidArgument, "unet decode: no timesteps");
     if (f.skips.size() != static_cast<std::size_t>(cfg_.num_skips()) || !f.mid.defined()) {
       fail(Errc::kInvalidArgument, "unet decode: features hold " + std::to_string(f.skips.size()) +
@@ -173,6 +227,24 @@ class UNet2DCondition {
 
   /// Decoder with one timestep per cached row (no tiling). Used by forward with per-sample timesteps.
   Tensor<B> decode_rows(EncoderFeatures<B> const& f, std::span<float const> per_row, Tensor<B> const& context) const {
+    if constexpr (backend::Regions<B>::enabled) {
+      std::vector<Tensor<B>> in{context, f.mid};
+      in.insert(in.end(), f.skips.begin(), f.skips.end());
+      auto out = regions_.run(region_name("decode_rows", per_row.size(), 0), in, [&](std::vector<Tensor<B>> const& t) {
+        EncoderFeatures<B> g;
+        g.mid = t[1];
+        g.skips.assign(t.begin() + 2, t.end());
+        return std::vector<Tensor<B>>{decode_rows_direct(g, per_row, t[0])};
+      });
+      return out[0];
+    } else {
+      return decode_rows_direct(f, per_row, context);
+    }
+  }
+
+  /// decode_rows() without a backend region.
+  Tensor<B> decode_rows_direct(EncoderFeatures<B> const& f, std::span<float const> per_row,
+                               Tensor<B> const& context) const {
     std::int64_t const n = f.mid.dim(0);
     check_context(context, n);
     if (static_cast<std::int64_t>(per_row.size()) != n) {
@@ -216,6 +288,13 @@ class UNet2DCondition {
   Decoder decoder() const { return Decoder(*this); }
 
  private:
+  // Regions are keyed by this model (its weights are baked into a recorded region), the call and the
+  // timestep count; the backend adds the input shapes.
+  std::string region_name(char const* call, std::size_t timesteps, int control) const {
+    return "unet@" + std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "/" + call + "/t" +
+           std::to_string(timesteps) + "/cn" + std::to_string(control);
+  }
+
   Tensor<B> run_up(Tensor<B> h, Tensor<B> const& act, Tensor<B> const& ctx, std::vector<Tensor<B>> const& skips) const {
     std::size_t remaining = skips.size();
     bool const sized = forward_upsample_size(skips.front());
@@ -324,6 +403,7 @@ class UNet2DCondition {
   }
 
   B be_;
+  backend::Regions<B> regions_{be_};
   UNetConfig cfg_;
   nn::Conv2d<B> conv_in_;
   nn::Linear<B> time_linear_1_, time_linear_2_;
