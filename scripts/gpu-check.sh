@@ -96,7 +96,7 @@ tests_summary=$(grep -E "All tests passed|test cases:|skipping the GPU tests" "$
 echo "| check | result |"
 echo "|---|---|"
 echo "| fd_cuda_tests (exit $tests_rc) | ${tests_summary:-see tests.log} |"
-grep -E "^  cuda (f32|f16|bf16)" "$OUT/tests.log" | grep -E "out |fd:|baseline:" | head -8 | sed 's/^ */| /; s/$/ |/'
+grep -iE "^  cuda (f32|f16|bf16)" "$OUT/tests.log" | grep -E "out |fd:|baseline:" | head -8 | sed 's/^ */| /; s/$/ |/'
 if [[ $bench_rc -eq 0 ]]; then
   grep -E "^\| (UNet|DDIM|speed-up)" "$OUT/bench_f16.log"
 else

@@ -19,9 +19,6 @@
 namespace fdcli {
 
 
-using Pipeline = fd::StableDiffusion<Backend>;
-
-
 
 inline std::optional<fd::SchedulerKind> parse_sampler(std::string const& s) {
   if (s.empty()) return std::nullopt;
@@ -36,23 +33,24 @@ inline std::optional<fd::SchedulerKind> parse_sampler(std::string const& s) {
 
 /// Runs one request with the acceleration chosen at run time: the compile-time sampler types are
 /// instantiated once each and picked here.
-inline fd::Generated<Backend> run_accel(Pipeline const& sd, fd::Request req, std::string const& accel,
+template <class B>
+fd::Generated<B> run_accel(fd::StableDiffusion<B> const& sd, fd::Request req, std::string const& accel,
                                         std::string const& keys_text, std::string const& injection,
                                         fd::GenerateHooks const& hooks) {
   using Par = fd::prop::EncoderPropagation<fd::prop::Parallel>;
   using Seq = fd::prop::EncoderPropagation<fd::prop::Sequential>;
   if (accel == "none") {
-    return sd.generate<fd::Sampler<fd::keys::All, fd::prop::None, fd::inject::None>>(req, hooks);
+    return sd.template generate<fd::Sampler<fd::keys::All, fd::prop::None, fd::inject::None>>(req, hooks);
   }
   fd::keys::Runtime const keys = fd::keys::Runtime::parse(keys_text);
   std::optional<float> const alpha = parse_injection(injection.empty() ? "0.003" : injection);
   if (alpha) req.noise_injection = *alpha;
   if (accel == "fd") {
-    return alpha ? sd.generate<fd::Sampler<fd::keys::Runtime, Par, fd::inject::Prior>>(req, hooks, keys)
-                 : sd.generate<fd::Sampler<fd::keys::Runtime, Par, fd::inject::None>>(req, hooks, keys);
+    return alpha ? sd.template generate<fd::Sampler<fd::keys::Runtime, Par, fd::inject::Prior>>(req, hooks, keys)
+                 : sd.template generate<fd::Sampler<fd::keys::Runtime, Par, fd::inject::None>>(req, hooks, keys);
   }
-  return alpha ? sd.generate<fd::Sampler<fd::keys::Runtime, Seq, fd::inject::Prior>>(req, hooks, keys)
-               : sd.generate<fd::Sampler<fd::keys::Runtime, Seq, fd::inject::None>>(req, hooks, keys);
+  return alpha ? sd.template generate<fd::Sampler<fd::keys::Runtime, Seq, fd::inject::Prior>>(req, hooks, keys)
+               : sd.template generate<fd::Sampler<fd::keys::Runtime, Seq, fd::inject::None>>(req, hooks, keys);
 }
 
 /// `out.png` for one image, `out_<i>.png` for several; `tag` (e.g. "origin") goes before the index.
@@ -67,7 +65,8 @@ inline std::filesystem::path image_path(std::filesystem::path const& base, std::
 }
 
 /// The generation parameters, in the widely read "parameters" text-chunk layout.
-inline std::string parameters_text(GenerateArgs const& a, fd::Generated<Backend> const& g, std::size_t i,
+template <class B>
+std::string parameters_text(GenerateArgs const& a, fd::Generated<B> const& g, std::size_t i,
                                    std::string const& accel) {
   char buf[512];
   std::string s = g.prompts[i] + "\n";
@@ -85,7 +84,8 @@ inline std::string parameters_text(GenerateArgs const& a, fd::Generated<Backend>
   return s;
 }
 
-inline void save_images(GenerateArgs const& a, fd::Generated<Backend> const& g, std::string const& tag,
+template <class B>
+void save_images(GenerateArgs const& a, fd::Generated<B> const& g, std::string const& tag,
                         std::string const& accel) {
   for (std::size_t i = 0; i < g.images.size(); ++i) {
     std::filesystem::path const p = image_path(a.output, tag, i, g.images.size());
@@ -97,11 +97,15 @@ inline void save_images(GenerateArgs const& a, fd::Generated<Backend> const& g, 
   }
 }
 
-inline void print_timing(char const* what, fd::Generated<Backend> const& g) {
+template <class B>
+void print_timing(char const* what, fd::Generated<B> const& g) {
   std::printf("%s: text encoder %.3f s, sampling %.3f s (%d encoder runs, %d decoder calls), decode %.3f s, total %.3f s\n",
               what, g.timing.text_encoder, g.timing.sampling, g.stats.encoder_runs, g.stats.decoder_calls,
               g.timing.decode, g.timing.total);
 }
+
+template <class B>
+void run_generate(B const& be, GenerateArgs const& a);
 
 void add_generate_command(CLI::App& app, GenerateArgs& a, std::function<void()>& run) {
   auto* cmd = app.add_subcommand("generate", "Text to image with a Stable Diffusion model (baseline or FasterDiffusion)");
@@ -142,7 +146,7 @@ void add_generate_command(CLI::App& app, GenerateArgs& a, std::function<void()>&
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--tiled,!--no-tiled", a.tiled, "decode in overlapping tiles (default: for latents above 96x96)");
   cmd->add_option("-o,--output", a.output, "PNG to write (out.png; batches: out_0.png, ...)")->capture_default_str();
-  cmd->add_option("--threads", a.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
+  add_backend_options(cmd, a.be);
   cmd->add_option("--variant", a.variant, "weights variant to prefer, e.g. fp16");
   cmd->add_flag("--compare", a.compare,
                 "run the baseline and FasterDiffusion with the same seed; print both times, the speed-up and the "
@@ -157,64 +161,70 @@ void add_generate_command(CLI::App& app, GenerateArgs& a, std::function<void()>&
       if (!out_dir.empty() && !std::filesystem::is_directory(out_dir, ec)) {
         fd::fail(fd::Errc::kIo, a.output + ": output folder " + out_dir.string() + " does not exist");
       }
-      Backend be{{.threads = a.threads}};
-      Pipeline::LoadOptions lo;
-      lo.variant = a.variant;
-      lo.decoder = a.taesd;
-      lo.tokenizer = a.tokenizer;
-      if (lo.tokenizer.empty() && std::filesystem::is_regular_file(a.model, ec) && !embedded_model_dir().empty()) {
-        lo.tokenizer = std::filesystem::path(embedded_model_dir()) / "tokenizer";  // SD 1.5's vocabulary
-      }
-      lo.ldm = read_ldm_options(a.config_patch);
-      lo.normalization = a.no_ftfy ? fd::text::Normalization::kBasic : fd::text::Normalization::kFtfy;
-      double const t_load = now_ms();
-      Pipeline const sd = Pipeline::load(be, a.model, lo);
-      std::printf("loaded %s in %.3f s\n", a.model.c_str(), (now_ms() - t_load) / 1000.0);
-
-      fd::Request req{.prompt = a.prompt,
-                      .negative_prompt = a.negative,
-                      .batch = a.seeds.empty() ? a.batch : static_cast<int>(a.seeds.size()),
-                      .steps = a.steps,
-                      .guidance = a.cfg,
-                      .guidance_rescale = a.rescale,
-                      .seed = a.seed,
-                      .seeds = a.seeds,
-                      .height = a.height,
-                      .width = a.width,
-                      .clip_skip = a.clip_skip,
-                      .eta = a.eta,
-                      .scheduler = parse_sampler(a.sampler),
-                      .max_decoder_rows = a.max_decoder_rows,
-                      .tiled_decode = a.tiled};
-      auto hooks = [&](std::string label) {
-        fd::GenerateHooks h;
-        if (!a.quiet) h.on_step = fd::progress::bar({.label = std::move(label)});
-        h.on_warning = [](std::string_view w) { std::fprintf(stderr, "warning: %.*s\n", static_cast<int>(w.size()), w.data()); };
-        return h;
-      };
-      if (!a.compare) {
-        auto g = run_accel(sd, req, a.accel, a.keys, a.injection, hooks(a.accel == "none" ? "Origin" : "Faster"));
-        print_timing(a.accel == "none" ? "origin" : "faster", g);
-        save_images(a, g, "", a.accel);
-        return;
-      }
-      std::string const accel = a.accel == "none" ? "fd" : a.accel;
-      auto base = run_accel(sd, req, "none", a.keys, a.injection, hooks("Origin Pipeline "));
-      auto fast = run_accel(sd, req, accel, a.keys, a.injection, hooks("Faster Diffusion"));
-      std::printf("Origin Pipeline: %.3f s\n", base.timing.total);
-      std::printf("Faster Diffusion: %.3f s\n", fast.timing.total);
-      double psnr_sum = 0;
-      for (std::size_t i = 0; i < base.images.size(); ++i) {
-        psnr_sum += fd::image::psnr(base.images[i].rgb, fast.images[i].rgb);
-      }
-      std::printf("Speed-up: %.2fx, PSNR (origin vs faster): %.2f dB\n", base.timing.total / fast.timing.total,
-                  psnr_sum / static_cast<double>(base.images.size()));
-      print_timing("origin", base);
-      print_timing("faster", fast);
-      save_images(a, base, "origin", "none");
-      save_images(a, fast, "faster", accel);
+      with_backend(a.be, [&](auto const& be) { run_generate(be, a); });
     };
   });
+}
+
+template <class B>
+void run_generate(B const& be, GenerateArgs const& a) {
+  std::error_code ec;
+  using Pipeline = fd::StableDiffusion<B>;
+  typename Pipeline::LoadOptions lo;
+  lo.variant = a.variant;
+  lo.decoder = a.taesd;
+  lo.tokenizer = a.tokenizer;
+  if (lo.tokenizer.empty() && std::filesystem::is_regular_file(a.model, ec) && !embedded_model_dir().empty()) {
+    lo.tokenizer = std::filesystem::path(embedded_model_dir()) / "tokenizer";  // SD 1.5's vocabulary
+  }
+  lo.ldm = read_ldm_options(a.config_patch);
+  lo.normalization = a.no_ftfy ? fd::text::Normalization::kBasic : fd::text::Normalization::kFtfy;
+  double const t_load = now_ms();
+  Pipeline const sd = Pipeline::load(be, a.model, lo);
+  std::printf("loaded %s in %.3f s\n", a.model.c_str(), (now_ms() - t_load) / 1000.0);
+
+  fd::Request req{.prompt = a.prompt,
+                  .negative_prompt = a.negative,
+                  .batch = a.seeds.empty() ? a.batch : static_cast<int>(a.seeds.size()),
+                  .steps = a.steps,
+                  .guidance = a.cfg,
+                  .guidance_rescale = a.rescale,
+                  .seed = a.seed,
+                  .seeds = a.seeds,
+                  .height = a.height,
+                  .width = a.width,
+                  .clip_skip = a.clip_skip,
+                  .eta = a.eta,
+                  .scheduler = parse_sampler(a.sampler),
+                  .max_decoder_rows = a.max_decoder_rows,
+                  .tiled_decode = a.tiled};
+  auto hooks = [&](std::string label) {
+    fd::GenerateHooks h;
+    if (!a.quiet) h.on_step = fd::progress::bar({.label = std::move(label)});
+    h.on_warning = [](std::string_view w) { std::fprintf(stderr, "warning: %.*s\n", static_cast<int>(w.size()), w.data()); };
+    return h;
+  };
+  if (!a.compare) {
+    auto g = run_accel(sd, req, a.accel, a.keys, a.injection, hooks(a.accel == "none" ? "Origin" : "Faster"));
+    print_timing(a.accel == "none" ? "origin" : "faster", g);
+    save_images(a, g, "", a.accel);
+    return;
+  }
+  std::string const accel = a.accel == "none" ? "fd" : a.accel;
+  auto base = run_accel(sd, req, "none", a.keys, a.injection, hooks("Origin Pipeline "));
+  auto fast = run_accel(sd, req, accel, a.keys, a.injection, hooks("Faster Diffusion"));
+  std::printf("Origin Pipeline: %.3f s\n", base.timing.total);
+  std::printf("Faster Diffusion: %.3f s\n", fast.timing.total);
+  double psnr_sum = 0;
+  for (std::size_t i = 0; i < base.images.size(); ++i) {
+    psnr_sum += fd::image::psnr(base.images[i].rgb, fast.images[i].rgb);
+  }
+  std::printf("Speed-up: %.2fx, PSNR (origin vs faster): %.2f dB\n", base.timing.total / fast.timing.total,
+              psnr_sum / static_cast<double>(base.images.size()));
+  print_timing("origin", base);
+  print_timing("faster", fast);
+  save_images(a, base, "origin", "none");
+  save_images(a, fast, "faster", accel);
 }
 
 
@@ -342,7 +352,7 @@ void add_shapes_eval_command(CLI::App& app, ShapesEvalArgs& a, std::function<voi
   cmd->callback([&run, &a, &exit_code] {
     run = [&a, &exit_code] {
       Backend be{{.threads = a.threads}};
-      Pipeline const sd = Pipeline::load(be, a.model);
+      auto const sd = fd::StableDiffusion<Backend>::load(be, a.model);
       std::vector<shapes::Caption> const all = shapes::all_captions();
       std::vector<shapes::Caption> picked;
       for (int k = 0; k < a.captions; ++k) picked.push_back(all[static_cast<std::size_t>(k * 168 / a.captions)]);

@@ -16,6 +16,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli_backend.hpp"
+
 #ifndef FD_EMBEDDED_MODEL_DIR
 #define FD_EMBEDDED_MODEL_DIR ""
 #endif
@@ -40,8 +42,9 @@ inline std::string embedded_model_dir() {
 struct GenerateArgs {
   std::string model = embedded_model_dir(), prompt, negative, sampler, accel = "fd", keys = "50ls", injection, taesd,
               output = "output.png", variant, tokenizer, config_patch;
-  int steps = 50, height = 0, width = 0, batch = 1, threads = 0, clip_skip = 0, max_decoder_rows = 0;
+  int steps = 50, height = 0, width = 0, batch = 1, clip_skip = 0, max_decoder_rows = 0;
   float cfg = 7.5f, rescale = 0.0f, eta = 0.0f;
+  BackendArgs be;
   std::uint64_t seed = 42;
   std::vector<std::uint64_t> seeds;
   bool compare = false, no_ftfy = false, quiet = false;

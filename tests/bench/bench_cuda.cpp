@@ -5,6 +5,7 @@
 //                 [--tf32] [--max-decoder-rows N] [--no-graphs] [--unfused-attention]
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -73,7 +74,9 @@ int main(int argc, char** argv) {
     return 77;
   }
   fd::DType dt{};
-  if (!fd::parse_dtype(dtype, dt)) {
+  std::string upper = dtype;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (!fd::parse_dtype(upper, dt)) {
     std::fprintf(stderr, "fd_cuda_bench: unknown dtype %s\n", dtype.c_str());
     return 2;
   }
