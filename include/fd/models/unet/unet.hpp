@@ -21,6 +21,7 @@
 #include "fd/backend/traits.hpp"
 #include "fd/io/checkpoint.hpp"
 #include "fd/models/model_folder.hpp"
+#include "fd/models/unet/encoder_trunk.hpp"
 #include "fd/models/unet/unet_blocks.hpp"
 #include "fd/models/unet/unet_config.hpp"
 #include "fd/nn/load.hpp"
@@ -81,24 +82,14 @@ class UNet2DCondition {
 
   template <class V>
   void visit(V&& v, std::string const& p = "") {
-    conv_in_.visit(v, p + "conv_in.");
-    time_linear_1_.visit(v, p + "time_embedding.linear_1.");
-    time_linear_2_.visit(v, p + "time_embedding.linear_2.");
-    for (std::size_t i = 0; i < down_.size(); ++i) down_[i].visit(v, p + "down_blocks." + std::to_string(i) + ".");
-    if (mid_) mid_->visit(v, p + "mid_block.");
+    trunk_.visit(v, p);
     for (std::size_t i = 0; i < up_.size(); ++i) up_[i].visit(v, p + "up_blocks." + std::to_string(i) + ".");
     conv_norm_out_.visit(v, p + "conv_norm_out.");
     conv_out_.visit(v, p + "conv_out.");
   }
 
   /// The time embedding [N, T] for N timesteps: linear_2(silu(linear_1(sinusoid(t)))).
-  Tensor<B> embed_timesteps(std::span<float const> timesteps) const {
-    Tensor<B> proj = timestep_embedding(be_, timesteps, cfg_.block_out_channels[0], cfg_.flip_sin_to_cos,
-                                        cfg_.freq_shift);  // [N, C0]
-    Tensor<B> h = time_linear_1_(be_, proj);               // [N, T]
-    silu_(be_, h);
-    return time_linear_2_(be_, h);                         // [N, T]
-  }
+  Tensor<B> embed_timesteps(std::span<float const> timesteps) const { return trunk_.embed(be_, cfg_, timesteps); }
 
   /// The encoder: conv_in, down blocks, (+ ControlNet residuals), mid block.
   /// @param timesteps one value for the whole batch, or one per sample.
@@ -150,11 +141,11 @@ class UNet2DCondition {
       scale_(be_, h, 2.0f);
       add_scalar_(be_, h, -1.0f);
     }
-    h = conv_in_(be_, h);  // [N, C0, H, W]
+    h = trunk_.conv_in(be_, h);  // [N, C0, H, W]
     f.skips.push_back(h);
-    for (auto const& blk : down_) h = blk(be_, h, act, context, f.skips);
+    h = trunk_.run_down(be_, h, act, context, f.skips);
     if (control != nullptr) apply_control_down(f.skips, *control);
-    if (mid_) h = (*mid_)(be_, h, act, context);  // [N, Clast, h, w]
+    h = trunk_.run_mid(be_, h, act, context);  // [N, Clast, h, w]
     if (control != nullptr && control->mid.defined()) {
       h = h.shares_storage_with(f.skips.back()) ? h.clone(be_) : h;
       add_(be_, h, control->mid);
@@ -315,36 +306,8 @@ class UNet2DCondition {
   void build() {
     auto const& c = cfg_;
     std::size_t const nb = c.down_blocks.size();
-    int const temb = c.temb_dim();
-    conv_in_ = nn::Conv2d<B>(be_, c.in_channels, c.block_out_channels[0], c.conv_in_kernel, 1, (c.conv_in_kernel - 1) / 2);
-    time_linear_1_ = nn::Linear<B>(be_, c.block_out_channels[0], temb);
-    time_linear_2_ = nn::Linear<B>(be_, temb, temb);
-    nn::ResnetOptions ro{.groups = c.norm_num_groups,
-                         .eps = c.norm_eps,
-                         .output_scale_factor = 1.0f,
-                         .time_conditioning = c.resnet_scale_shift ? nn::TimeConditioning::kScaleShift
-                                                                   : nn::TimeConditioning::kAdd};
-    auto opts = [&](std::size_t i) {
-      return BlockOptions{.resnet = ro,
-                          .temb_dim = temb,
-                          .heads = c.num_heads[i],
-                          .context_dim = c.cross_attention_dim[i],
-                          .transformer_layers = c.transformer_layers_per_block[i],
-                          .use_linear_projection = c.use_linear_projection,
-                          .only_cross_attention = c.only_cross_attention[i]};
-    };
-    int out = c.block_out_channels[0];
-    for (std::size_t i = 0; i < nb; ++i) {
-      int const in = out;
-      out = c.block_out_channels[i];
-      down_.emplace_back(be_, in, out, c.layers_per_block[i], c.down_blocks[i] == DownBlockType::kCrossAttnDown,
-                         i + 1 < nb, c.downsample_padding, opts(i));
-    }
-    if (c.has_mid_block) {
-      BlockOptions mo = opts(nb - 1);
-      mo.resnet.output_scale_factor = c.mid_block_scale_factor;
-      mid_.emplace(be_, c.block_out_channels.back(), mo);
-    }
+    trunk_ = EncoderTrunk<B>(be_, c);
+    auto opts = [&](std::size_t i) { return EncoderTrunk<B>::block_options(c, i); };
     int prev = c.block_out_channels.back();
     for (std::size_t i = 0; i < nb; ++i) {
       std::size_t const ri = nb - 1 - i;  // the mirrored down block
@@ -405,10 +368,7 @@ class UNet2DCondition {
   B be_;
   backend::Regions<B> regions_{be_};
   UNetConfig cfg_;
-  nn::Conv2d<B> conv_in_;
-  nn::Linear<B> time_linear_1_, time_linear_2_;
-  std::vector<DownBlock<B>> down_;
-  std::optional<MidBlock<B>> mid_;
+  EncoderTrunk<B> trunk_;
   std::vector<UpBlock<B>> up_;
   nn::GroupNorm<B> conv_norm_out_;
   nn::Conv2d<B> conv_out_;
