@@ -58,6 +58,7 @@ struct SamplerStats {
   int injected_steps = 0;             ///< steps that received prior noise injection
   std::vector<int> decoder_batches;   ///< rows of each decoder call
   int decoder_splits = 0;             ///< parallel decoder batches halved after running out of memory
+  int controlnet_runs = 0;            ///< ControlNet forward passes (ControlledUNet; one per ControlNet per encoder run)
   bool interrupted = false;
   double seconds = 0;                 ///< wall time of the loop
 };
@@ -121,10 +122,13 @@ class Sampler {
  public:
   /// Runs `scheduler` for `steps` inference steps from init_latents (x_T, scaled here by the
   /// scheduler's init_noise_sigma) with text context.
-  template <class B, class Sched>
-  static SampleResult<B> run(B const& be, models::UNet2DCondition<B> const& unet, Sched& scheduler, int steps,
+  template <class B, class Sched, class Model>
+  static SampleResult<B> run(B const& be, Model const& unet, Sched& scheduler, int steps,
                              Tensor<B> const& init_latents, Tensor<B> const& context, SamplerOptions const& opt = {},
                              Keys const& keys = {}, StepCallback const& callback = {}) {
+    static_assert(models::EncoderDecoderModel<Model, B>,
+                  "Sampler::run: the model needs encode(x, timesteps, context) -> EncoderFeatures<B> and "
+                  "decode(features, timesteps, context, layout) -> Tensor<B> (UNet2DCondition, ControlledUNet)");
     auto const t_start = std::chrono::steady_clock::now();
     bool const cfg = opt.guidance > 1.0f;
     std::int64_t const b = init_latents.dim(0);
@@ -185,6 +189,20 @@ class Sampler {
       }
       if (callback && !callback(StepInfo{i, calls, ts[static_cast<std::size_t>(i)], key})) stop = true;
     };
+    // The encoder at step i (models with per-step state, such as control guidance start/end, are told
+    // which step it is).
+    auto encode = [&](int i, Tensor<B> const& x, std::span<float const> t) {
+      if constexpr (requires { unet.begin_step(i, calls); }) unet.begin_step(i, calls);
+      ++res.stats.encoder_runs;
+      if constexpr (requires { unet.controlnet_calls(); }) {
+        int const before = unet.controlnet_calls();
+        auto f = unet.encode(x, t, context);
+        res.stats.controlnet_runs += unet.controlnet_calls() - before;
+        return f;
+      } else {
+        return unet.encode(x, t, context);
+      }
+    };
     auto decode = [&](models::EncoderFeatures<B> const& f, std::span<float const> t) {
       ++res.stats.decoder_calls;
       res.stats.decoder_batches.push_back(static_cast<int>(f.mid.dim(0) * static_cast<std::int64_t>(t.size())));
@@ -195,8 +213,7 @@ class Sampler {
     if constexpr (std::is_same_v<Prop, prop::None>) {
       for (int i = 0; i < calls && !stop; ++i) {
         float const t = tf[static_cast<std::size_t>(i)];
-        auto f = unet.encode(scheduler.scale_model_input(be, cfg_input(z), i), {&t, 1}, context);
-        ++res.stats.encoder_runs;
+        auto f = encode(i, scheduler.scale_model_input(be, cfg_input(z), i), {&t, 1});
         std::vector<float> const eps_all = detail::host(be, decode(f, {&t, 1}));
         inject(i);
         finish_step(i, guided(eps_all, 1, 0), true);
@@ -207,8 +224,7 @@ class Sampler {
         int const i0 = group.front();
         float const t0 = tf[static_cast<std::size_t>(i0)];
         // The encoder reads the latents before this group's injections (reference ordering, §4.3).
-        auto f = unet.encode(scheduler.scale_model_input(be, cfg_input(z), i0), {&t0, 1}, context);
-        ++res.stats.encoder_runs;
+        auto f = encode(i0, scheduler.scale_model_input(be, cfg_input(z), i0), {&t0, 1});
         int const n = static_cast<int>(group.size());
         std::int64_t const rows_per_step = f.mid.dim(0);
         int chunk = opt.max_decoder_rows > 0
@@ -247,8 +263,7 @@ class Sampler {
         inject(i);  // sequential reference ordering: before the UNet call (§4.3)
         bool const key = schedule.is_key(i);
         if (key) {
-          cached = unet.encode(scheduler.scale_model_input(be, cfg_input(z), i), {&t, 1}, context);
-          ++res.stats.encoder_runs;
+          cached = encode(i, scheduler.scale_model_input(be, cfg_input(z), i), {&t, 1});
         }
         std::vector<float> const eps_all = detail::host(be, decode(cached, {&t, 1}));
         finish_step(i, guided(eps_all, 1, 0), key);

@@ -11,6 +11,7 @@
 ///   auto eps = unet.decode(feats, {801, 781, 761}, ctx);  // one batched call for three timesteps
 /// @endcode
 
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <span>
@@ -50,6 +51,15 @@ enum class DecoderLayout {
   kGuidanceHalves,
   /// The cached batch is one block of B images: output rows [@t0 (B), @t1 (B), ...].
   kSingle,
+};
+
+/// What the sampler drives: an encoder whose features the decoder can reuse for several timesteps
+/// (UNet2DCondition, ControlledUNet, or your own).
+template <class M, class B>
+concept EncoderDecoderModel = requires(M const& m, Tensor<B> const& x, std::span<float const> t, Tensor<B> const& ctx,
+                                       EncoderFeatures<B> const& f) {
+  { m.encode(x, t, ctx) } -> std::same_as<EncoderFeatures<B>>;
+  { m.decode(f, t, ctx, DecoderLayout::kSingle) } -> std::same_as<Tensor<B>>;
 };
 
 template <class B>
