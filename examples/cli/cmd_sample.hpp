@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <fd/models/controlnet/controlled_unet.hpp>
 #include <fd/pipelines/sampler.hpp>
 #include <fd/schedulers/all.hpp>
 
@@ -12,13 +13,13 @@
 namespace fdcli {
 
 struct SampleArgs {
-  std::string unet, scheduler_config, inputs, output, accel = "fd", keys = "50ls", injection, variant;
+  std::string unet, scheduler_config, inputs, output, accel = "fd", keys = "50ls", injection, variant, controlnet;
   int steps = 50, threads = 0, max_decoder_rows = 0;
-  float guidance = 7.5f, guidance_rescale = 0.0f;
+  float guidance = 7.5f, guidance_rescale = 0.0f, control_scale = 1.0f;
 };
 
-template <class Inject, class Prop, class Keys>
-fd::SampleResult<Backend> run_sampler(Backend const& be, fd::models::UNet2DCondition<Backend> const& unet,
+template <class Inject, class Prop, class Keys, class Model>
+fd::SampleResult<Backend> run_sampler(Backend const& be, Model const& unet,
                                       fd::AnyScheduler& sched, SampleArgs const& a, Tensor const& x, Tensor const& ctx,
                                       fd::SamplerOptions const& o, Keys const& keys) {
   return fd::Sampler<Keys, Prop, Inject>::run(be, unet, sched, a.steps, x, ctx, o, keys);
@@ -49,19 +50,28 @@ inline void add_sample_command(CLI::App& app, SampleArgs& a, std::function<void(
                   "fastest on the CPU backend; -1 = whole groups)");
   cmd->add_option("--threads", a.threads, "CPU threads (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--variant", a.variant, "weights variant to prefer, e.g. fp16");
+  cmd->add_option("--controlnet", a.controlnet,
+                  "diffusers ControlNet folder; the inputs then hold controlnet_cond [1|B,C,8H,8W] (RGB in [0, 1])")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--control-scale", a.control_scale, "ControlNet conditioning scale")->capture_default_str();
   cmd->callback([&run, &a] {
     run = [&a] {
       Backend be{{.threads = a.threads}};
       auto unet = fd::models::UNet2DCondition<Backend>::load(be, a.unet, a.variant);
+      std::optional<fd::models::ControlNetModel<Backend>> cn;
+      if (!a.controlnet.empty()) cn.emplace(fd::models::ControlNetModel<Backend>::load(be, a.controlnet, a.variant));
       auto sched = fd::AnyScheduler::from_file(a.scheduler_config);
       auto in = fd::io::SafeTensorsFile::open(a.inputs);
       for (auto const& name : in.names()) {
         // A fixture file also holds reference outputs; those names are not inputs but are harmless.
         bool const output_name = name == "timesteps" || name == "latents" || name == "final" ||
                                  name.starts_with("baseline.") || name.starts_with("fd.");
-        if (name != "init_latents" && name != "encoder_hidden_states" && name != "variance_noise" && !output_name) {
+        bool const control_name = cn && name == "controlnet_cond";
+        if (name != "init_latents" && name != "encoder_hidden_states" && name != "variance_noise" && !output_name &&
+            !control_name) {
           fd::fail(fd::Errc::kUnexpectedTensor, a.inputs + ": unexpected input tensor '" + name +
-                                                    "' (sample reads init_latents, encoder_hidden_states, variance_noise)");
+                                                    "' (sample reads init_latents, encoder_hidden_states, variance_noise" +
+                                                    (cn ? ", controlnet_cond)" : "; controlnet_cond with --controlnet)"));
         }
       }
       Tensor const x = require_input(be, in, "init_latents");
@@ -84,14 +94,27 @@ inline void add_sample_command(CLI::App& app, SampleArgs& a, std::function<void(
       using Par = fd::prop::EncoderPropagation<fd::prop::Parallel>;
       using Seq = fd::prop::EncoderPropagation<fd::prop::Sequential>;
       fd::SampleResult<Backend> res;
+      std::optional<fd::models::ControlledUNet<Backend>> controlled;
+      if (cn) {
+        controlled.emplace(unet, std::vector<fd::models::ControlUnit<Backend>>{
+                                     {.net = &*cn, .image = require_input(be, in, "controlnet_cond"), .scale = a.control_scale}},
+                           false, a.guidance > 1.0f);
+      }
       auto go = [&](auto inject_tag) {
         using I = decltype(inject_tag);
-        if (a.accel == "none") {
-          res = run_sampler<I, fd::prop::None>(be, unet, sched, a, x, ctx, o, fd::keys::All{});
-        } else if (a.accel == "fd") {
-          res = run_sampler<I, Par>(be, unet, sched, a, x, ctx, o, keys);
+        auto with_model = [&](auto const& model) {
+          if (a.accel == "none") {
+            res = run_sampler<I, fd::prop::None>(be, model, sched, a, x, ctx, o, fd::keys::All{});
+          } else if (a.accel == "fd") {
+            res = run_sampler<I, Par>(be, model, sched, a, x, ctx, o, keys);
+          } else {
+            res = run_sampler<I, Seq>(be, model, sched, a, x, ctx, o, keys);
+          }
+        };
+        if (controlled) {
+          with_model(*controlled);
         } else {
-          res = run_sampler<I, Seq>(be, unet, sched, a, x, ctx, o, keys);
+          with_model(unet);
         }
       };
       fd::with_context(a.inputs, [&] {
@@ -115,8 +138,10 @@ inline void add_sample_command(CLI::App& app, SampleArgs& a, std::function<void(
                                {{"timesteps", Tensor::from_host(be, {static_cast<std::int64_t>(ts.size())}, ts)},
                                 {"latents", traj},
                                 {"final", res.final}});
-      std::printf("sampling: %.3f s, encoder runs: %d, decoder calls: %d, decoded steps: %d\n", res.stats.seconds,
+      std::printf("sampling: %.3f s, encoder runs: %d, decoder calls: %d, decoded steps: %d", res.stats.seconds,
                   res.stats.encoder_runs, res.stats.decoder_calls, res.stats.decoded_steps);
+      if (cn) std::printf(", controlnet runs: %d", res.stats.controlnet_runs);
+      std::printf("\n");
     };
   });
 }

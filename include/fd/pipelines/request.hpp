@@ -42,6 +42,20 @@ struct Request {
   int max_decoder_rows = 0;
   /// Decode in overlapping tiles: nullopt = automatically for latents larger than 96 x 96.
   std::optional<bool> tiled_decode{};
+
+  /// One control image per ControlNet the pipeline holds (StableDiffusion::LoadOptions::controlnets),
+  /// in the same order; empty = no ControlNet for this request.
+  struct Control {
+    /// [channels, height, width] floats, RGB order, in [0, 1], at the request's image size (what
+    /// diffusers' control image processor makes of an 8-bit image; fd::image::prepare_control_image).
+    std::vector<float> image{};
+    float scale = 1.0f;           ///< controlnet_conditioning_scale
+    float guidance_start = 0.0f;  ///< control_guidance_start
+    float guidance_end = 1.0f;    ///< control_guidance_end
+  };
+  std::vector<Control> controls{};
+  /// diffusers' guess_mode: the ControlNets see the conditional half only, with residuals ramped.
+  bool guess_mode = false;
 };
 
 /// Progress and diagnostics while a request runs. Every member may be empty.

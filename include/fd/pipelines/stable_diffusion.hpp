@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -25,6 +26,7 @@
 #include "fd/image/postprocess.hpp"
 #include "fd/io/ldm_checkpoint.hpp"
 #include "fd/models/clip/clip_text.hpp"
+#include "fd/models/controlnet/controlled_unet.hpp"
 #include "fd/models/unet/unet.hpp"
 #include "fd/models/vae/image_decoder.hpp"
 #include "fd/pipelines/model_index.hpp"
@@ -57,6 +59,8 @@ class StableDiffusion {
     /// Single-file checkpoints: patches for the configs inferred from tensor shapes (values that shapes
     /// cannot tell, e.g. norm groups of a non-standard model; docs/single_file.md).
     io::LdmOptions ldm{};
+    /// ControlNet folders (diffusers ControlNetModel) a request's `controls` refer to, in order.
+    std::vector<std::filesystem::path> controlnets{};
   };
 
   /// Loads a diffusers pipeline folder through its `model_index.json` (unet, text_encoder, tokenizer,
@@ -105,6 +109,7 @@ class StableDiffusion {
       expect("vae", {"AutoencoderKL", "AutoencoderTiny"});
       sd.decoder_.emplace(models::ImageDecoder<B>::load(be, folder("vae"), opt.variant));
     }
+    sd.load_controlnets(opt);
     sd.validate();
     return sd;
   }
@@ -137,6 +142,7 @@ class StableDiffusion {
       sd.decoder_.emplace(models::ImageDecoder<B>::from_kl(models::AutoencoderKL<B>::from_checkpoint(
           be, models::AutoencoderKLConfig::from_json(parts.vae_config, src + " (vae)"), parts.vae)));
     }
+    sd.load_controlnets(opt);
     sd.validate();
     return sd;
   }
@@ -210,7 +216,15 @@ class StableDiffusion {
                       .keep_trajectory = false,
                       .noise = &noise};
     auto const t_sample = std::chrono::steady_clock::now();
-    SampleResult<B> res = S::run(be_, *unet_, sched, req.steps, out.init_noise, out.text_embeddings, so, keys, hooks.on_step);
+    SampleResult<B> res;
+    if (req.controls.empty()) {
+      res = S::run(be_, *unet_, sched, req.steps, out.init_noise, out.text_embeddings, so, keys, hooks.on_step);
+    } else {
+      // The ControlNets run inside the encoder: at every step for the baseline, at key steps only with
+      // FasterDiffusion (their residuals are part of the cached features).
+      models::ControlledUNet<B> const model(*unet_, control_units(req, height, width), req.guess_mode, cfg);
+      res = S::run(be_, model, sched, req.steps, out.init_noise, out.text_embeddings, so, keys, hooks.on_step);
+    }
     out.timing.sampling = seconds_since(t_sample);
     out.stats = res.stats;
     out.latents = res.final;
@@ -229,6 +243,8 @@ class StableDiffusion {
   }
 
   models::UNet2DCondition<B> const& unet() const { return *unet_; }
+  /// The ControlNets loaded with LoadOptions::controlnets, in order.
+  std::vector<std::shared_ptr<models::ControlNetModel<B> const>> const& controlnets() const { return controlnets_; }
   models::ClipTextModel<B> const& text_encoder() const { return *text_encoder_; }
   text::ClipTokenizer const& tokenizer() const { return *tokenizer_; }
   /// The image decoder, or nullptr for a pixel-space model.
@@ -263,6 +279,58 @@ class StableDiffusion {
                                      (decoder_ ? "the image decoder takes " + std::to_string(want) + " latent channels"
                                                : std::string("a pixel-space model (no vae) needs 3 (RGB)")));
     }
+  }
+
+  void load_controlnets(LoadOptions const& opt) {
+    for (auto const& dir : opt.controlnets) {
+      auto cn = std::make_shared<models::ControlNetModel<B> const>(models::ControlNetModel<B>::load(be_, dir, opt.variant));
+      auto const& c = cn->config();
+      std::string const where = dir.string() + ": ";
+      if (c.trunk.in_channels != unet_->config().in_channels) {
+        fail(Errc::kShapeMismatch, where + "the ControlNet takes " + std::to_string(c.trunk.in_channels) +
+                                       " input channels, the UNet " + std::to_string(unet_->config().in_channels));
+      }
+      if (c.trunk.cross_attention_dim.front() != unet_->config().cross_attention_dim.front()) {
+        fail(Errc::kShapeMismatch, where + "the ControlNet's cross_attention_dim " +
+                                       std::to_string(c.trunk.cross_attention_dim.front()) + " differs from the UNet's " +
+                                       std::to_string(unet_->config().cross_attention_dim.front()));
+      }
+      int const f = 1 << (c.conditioning_embedding_out_channels.size() - 1);
+      int const s = decoder_ ? decoder_->scale_factor() : 1;
+      if (f != s) {
+        fail(Errc::kShapeMismatch, where + "the ControlNet embeds control images at 1/" + std::to_string(f) +
+                                       " of their size, but this pipeline's latents are 1/" + std::to_string(s) +
+                                       " of the image");
+      }
+      controlnets_.push_back(std::move(cn));
+    }
+  }
+
+  std::vector<models::ControlUnit<B>> control_units(Request const& req, int height, int width) const {
+    if (req.controls.size() != controlnets_.size()) {
+      fail(Errc::kInvalidArgument, "request: " + std::to_string(req.controls.size()) + " control image(s) for " +
+                                       std::to_string(controlnets_.size()) + " loaded ControlNet(s)");
+    }
+    std::vector<models::ControlUnit<B>> units;
+    for (std::size_t k = 0; k < controlnets_.size(); ++k) {
+      auto const& c = req.controls[k];
+      int const ch = controlnets_[k]->config().conditioning_channels;
+      std::size_t const want = static_cast<std::size_t>(ch) * static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
+      if (c.image.size() != want) {
+        fail(Errc::kShapeMismatch, "request: control image " + std::to_string(k) + " holds " + std::to_string(c.image.size()) +
+                                       " values; the ControlNet needs [" + std::to_string(ch) + ", " + std::to_string(height) +
+                                       ", " + std::to_string(width) + "] at the request's size");
+      }
+      for (float v : c.image) {
+        if (!std::isfinite(v)) fail(Errc::kNonFinite, "request: control image " + std::to_string(k) + " holds NaN or infinity");
+      }
+      units.push_back({.net = controlnets_[k].get(),
+                       .image = Tensor<B>::from_host(be_, {1, ch, height, width}, c.image),
+                       .scale = c.scale,
+                       .guidance_start = c.guidance_start,
+                       .guidance_end = c.guidance_end});
+    }
+    return units;
   }
 
   void check_request(Request const& req, std::vector<std::string> const& prompts) const {
@@ -309,6 +377,7 @@ class StableDiffusion {
   B be_;
   std::filesystem::path source_;
   std::optional<models::UNet2DCondition<B>> unet_;
+  std::vector<std::shared_ptr<models::ControlNetModel<B> const>> controlnets_;
   std::optional<models::ClipTextModel<B>> text_encoder_;
   std::optional<text::ClipTokenizer> tokenizer_;
   std::optional<models::ImageDecoder<B>> decoder_;
