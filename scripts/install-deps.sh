@@ -13,6 +13,8 @@ die() {
   exit 1
 }
 
+# libopencv-dev is optional for the library: the CLI and examples use its imgproc (Canny) when found; the
+# tests check our canny path against it.
 # OpenMP needs nothing extra with g++: omp.h and libgomp come with gcc itself (libgcc-12-dev).
 # xtl-dev arrives with xtensor-dev anyway; it is listed because fd's CMake package config finds
 # xtensor, which finds xtl. libxsimd-dev is only a Recommends of xtensor-dev, hence listed too.
@@ -29,7 +31,9 @@ packages=(
   libcli11-dev
   libbenchmark-dev
   libpng-dev
+  libjpeg-dev
   libicu-dev
+  libopencv-dev
 )
 bench_packages=(python3 python3-torch python3-numpy libeigen3-dev libopenblas-dev)
 

@@ -9,6 +9,7 @@
 #endif
 #include <omp.h>
 
+#include <fd/models/controlnet/controlled_unet.hpp>
 #include <fd/nn/init.hpp>
 #include <fd/pipelines/sampler.hpp>
 #include <fd/schedulers/all.hpp>
@@ -24,6 +25,7 @@ struct BenchArgs {
   int sampler_steps = 0;  ///< > 0: also time DDIM loops of this many steps (baseline, fd-seq, fd)
   std::string loops = "none,fd-seq,fd";
   int max_decoder_rows = 0;
+  bool controlnet = false;  ///< add a ControlNet of the same trunk (SD 1.5 canny layout) to every loop
 };
 
 /// The machine's fp32 FMA peak on `threads` threads (GFLOP/s): independent FMA chains on the widest
@@ -107,6 +109,9 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--loops", a.loops, "which loops to time, comma-separated: none, fd-seq, fd")->capture_default_str();
   cmd->add_option("--max-decoder-rows", a.max_decoder_rows, "parallel decoder sub-batch cap in rows (0 = whole groups)");
+  cmd->add_flag("--controlnet", a.controlnet,
+                "loops with a ControlNet of the UNet's trunk (random weights, conditioning embedding 16,32,96,256; a "
+                "control image of 8x the latent size): ControlNet at every step vs at key steps only");
   cmd->callback([&run, &a] {
     run = [&a] {
       Backend be{{.threads = a.threads}};
@@ -152,6 +157,26 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
                   tf.median_ms / 1e3, tf.min_ms / 1e3, a.repeat);
       std::printf("  encoder median %.3f s, decoder median %.3f s (decoder share %.1f %%)\n", te.median_ms / 1e3,
                   td.median_ms / 1e3, 100.0 * td.median_ms / tf.median_ms);
+      std::optional<fd::models::ControlNetModel<Backend>> cn;
+      Tensor cond;
+      if (a.controlnet) {
+        fd::models::ControlNetConfig cc;
+        cc.trunk = cfg;
+        cn.emplace(be, cc);
+        fd::nn::init_random(be, *cn, 2);
+        std::vector<float> img(static_cast<std::size_t>(3 * 8 * a.height * 8 * a.width));
+        for (std::size_t i = 0; i < img.size(); ++i) img[i] = 0.5f + 0.5f * fd::nn::detail::approx_normal(9, i);
+        cond = Tensor::from_host(be, {1, 3, 8 * a.height, 8 * a.width}, img);
+        // One ControlNet forward at the forward's shapes, for the per-call cost.
+        std::vector<double> ms;
+        for (int i = 0; i < a.repeat; ++i) {
+          double const t0 = now_ms();
+          auto r = cn->forward(x, {&t, 1}, ctx, fd::backend::tile_halves(be, cond, 1, static_cast<int>(a.batch)));
+          ms.push_back(now_ms() - t0);
+        }
+        std::printf("  controlnet forward median %.3f s (%.0f %% of the UNet forward)\n", summarize(ms).median_ms / 1e3,
+                    100.0 * summarize(ms).median_ms / tf.median_ms);
+      }
       if (a.sampler_steps > 0) {
         std::fflush(stdout);
         // CFG batch: x is [B, ...] latents, the context [2B, L, D] (the forward above used x as the batch).
@@ -170,21 +195,29 @@ inline void add_bench_command(CLI::App& app, BenchArgs& a, std::function<void()>
           if (std::find(wanted.begin(), wanted.end(), mode) == wanted.end()) continue;
           fd::Scheduler<fd::sched::Ddim> ddim(fd::SchedulerConfig::sd15(fd::SchedulerKind::kDdim));
           fd::SamplerStats st;
-          if (mode == "none") {
-            st = fd::Sampler<fd::keys::All, fd::prop::None, fd::inject::None>::run(be, unet, ddim, a.sampler_steps, z, c2, o).stats;
-          } else if (mode == "fd-seq") {
-            st = fd::Sampler<fd::keys::Paper50, fd::prop::EncoderPropagation<fd::prop::Sequential>, fd::inject::Prior>::run(
-                     be, unet, ddim, a.sampler_steps, z, c2, o)
-                     .stats;
+          auto loop = [&](auto const& model) {
+            if (mode == "none") {
+              st = fd::Sampler<fd::keys::All, fd::prop::None, fd::inject::None>::run(be, model, ddim, a.sampler_steps, z, c2, o)
+                       .stats;
+            } else if (mode == "fd-seq") {
+              st = fd::Sampler<fd::keys::Paper50, fd::prop::EncoderPropagation<fd::prop::Sequential>, fd::inject::Prior>::run(
+                       be, model, ddim, a.sampler_steps, z, c2, o)
+                       .stats;
+            } else {
+              st = fd::Sampler<fd::keys::Paper50, fd::prop::EncoderPropagation<fd::prop::Parallel>, fd::inject::Prior>::run(
+                       be, model, ddim, a.sampler_steps, z, c2, o)
+                       .stats;
+            }
+          };
+          if (cn) {
+            loop(fd::models::ControlledUNet<Backend>(unet, {{.net = &*cn, .image = cond}}));
           } else {
-            st = fd::Sampler<fd::keys::Paper50, fd::prop::EncoderPropagation<fd::prop::Parallel>, fd::inject::Prior>::run(
-                     be, unet, ddim, a.sampler_steps, z, c2, o)
-                     .stats;
+            loop(unet);
           }
           if (mode == "none") base_s = st.seconds;
-          std::printf("sampler DDIM-%d %-6s: %.2f s, encoder runs %d, decoder calls %d, decoded steps %d%s\n",
-                      a.sampler_steps, std::string(mode).c_str(), st.seconds, st.encoder_runs, st.decoder_calls,
-                      st.decoded_steps,
+          std::printf("sampler DDIM-%d %-6s: %.2f s, encoder runs %d, controlnet runs %d, decoder calls %d, decoded steps %d%s\n",
+                      a.sampler_steps, std::string(mode).c_str(), st.seconds, st.encoder_runs, st.controlnet_runs,
+                      st.decoder_calls, st.decoded_steps,
                       base_s > 0 && mode != "none" ? (", speed-up " + std::to_string(base_s / st.seconds) + "x").c_str() : "");
           std::fflush(stdout);
         }

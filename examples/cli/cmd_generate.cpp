@@ -9,11 +9,14 @@
 #include <numeric>
 
 #include <fd/image/metrics.hpp>
+#include <fd/image/resize.hpp>
+#include <fd/io/image_file.hpp>
 #include <fd/io/png.hpp>
 #include <fd/pipelines/progress.hpp>
 #include <fd/pipelines/stable_diffusion.hpp>
 
 #include "cli_common.hpp"
+#include "cmd_control.hpp"
 #include "cmd_convert_ldm.hpp"
 
 namespace fdcli {
@@ -81,6 +84,10 @@ std::string parameters_text(GenerateArgs const& a, fd::Generated<B> const& g, st
     s += ", Accel: " + accel + " (keys " + a.keys + ", noise injection " + (a.injection.empty() ? "0.003" : a.injection) + ")";
   }
   if (a.clip_skip > 0) s += ", Clip skip: " + std::to_string(a.clip_skip);
+  for (std::size_t k = 0; k < a.controlnets.size(); ++k) {
+    s += ", ControlNet: " + std::filesystem::path(a.controlnets[k]).filename().string();
+  }
+  if (!a.canny.empty()) s += ", Canny: " + a.canny;
   return s;
 }
 
@@ -152,6 +159,18 @@ void add_generate_command(CLI::App& app, GenerateArgs& a, std::function<void()>&
                 "run the baseline and FasterDiffusion with the same seed; print both times, the speed-up and the "
                 "PSNR, save <out>_origin.png and <out>_faster.png");
   cmd->add_flag("-q,--quiet", a.quiet, "no progress bar");
+  cmd->add_option("--controlnet", a.controlnets, "diffusers ControlNet folder (repeat for several ControlNets)")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--control-image", a.control_images,
+                  "PNG or JPEG control image, one per --controlnet or one for all (resized as diffusers does; "
+                  "the output size defaults to its size rounded down to a multiple of 8)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--canny", a.canny, "LOW,HIGH: use the Canny edges of the control image (OpenCV's Canny, as the "
+                                      "reference demo: 100,200)");
+  cmd->add_option("--control-scale", a.control_scales, "conditioning scale, one per --controlnet or one for all (default 1)");
+  cmd->add_option("--control-start", a.control_start, "control_guidance_start (fraction of the steps)")->capture_default_str();
+  cmd->add_option("--control-end", a.control_end, "control_guidance_end (fraction of the steps)")->capture_default_str();
+  cmd->add_flag("--guess-mode", a.guess_mode, "ControlNet guess mode");
   cmd->callback([&run, &a] {
     run = [&a] {
       if (a.model.empty()) fd::fail(fd::Errc::kInvalidArgument, "--model: no model given and no embedded model built in");
@@ -179,6 +198,29 @@ void run_generate(B const& be, GenerateArgs const& a) {
   }
   lo.ldm = read_ldm_options(a.config_patch);
   lo.normalization = a.no_ftfy ? fd::text::Normalization::kBasic : fd::text::Normalization::kFtfy;
+  for (auto const& c : a.controlnets) lo.controlnets.emplace_back(c);
+  if (a.controlnets.empty() && (!a.control_images.empty() || !a.canny.empty() || !a.control_scales.empty())) {
+    fd::fail(fd::Errc::kInvalidArgument, "--control-image, --canny and --control-scale need a --controlnet");
+  }
+  if (!a.controlnets.empty() && a.control_images.size() != a.controlnets.size() && a.control_images.size() != 1) {
+    fd::fail(fd::Errc::kInvalidArgument, std::to_string(a.controlnets.size()) + " --controlnet need one --control-image "
+                                         "each (or one for all), got " + std::to_string(a.control_images.size()));
+  }
+  if (a.control_scales.size() > 1 && a.control_scales.size() != a.controlnets.size()) {
+    fd::fail(fd::Errc::kInvalidArgument, std::to_string(a.controlnets.size()) + " --controlnet but " +
+                                         std::to_string(a.control_scales.size()) + " --control-scale values");
+  }
+  // Control images as the reference prepares them: decoded to RGB, Canny edges on the original image
+  // when asked, then resized to the output size when the pipeline runs.
+  std::vector<fd::io::Rgb8> control_images;
+  for (auto const& path : a.control_images) {
+    fd::io::Rgb8 img = fd::io::read_image(path);
+    if (!a.canny.empty()) {
+      auto const [lo_t, hi_t] = parse_thresholds("--canny", a.canny);
+      img = canny_edges(img, lo_t, hi_t);
+    }
+    control_images.push_back(std::move(img));
+  }
   double const t_load = now_ms();
   Pipeline const sd = Pipeline::load(be, a.model, lo);
   std::printf("loaded %s in %.3f s\n", a.model.c_str(), (now_ms() - t_load) / 1000.0);
@@ -198,6 +240,22 @@ void run_generate(B const& be, GenerateArgs const& a) {
                   .scheduler = parse_sampler(a.sampler),
                   .max_decoder_rows = a.max_decoder_rows,
                   .tiled_decode = a.tiled};
+  if (!control_images.empty()) {
+    if (req.height == 0 || req.width == 0) {
+      auto const [w, h] = fd::image::default_size_for(control_images.front(), sd.scale_factor());
+      if (req.width == 0) req.width = w;
+      if (req.height == 0) req.height = h;
+    }
+    for (std::size_t k = 0; k < a.controlnets.size(); ++k) {
+      fd::io::Rgb8 const& img = control_images[control_images.size() == 1 ? 0 : k];
+      req.controls.push_back({.image = fd::image::prepare_control_image(img, req.width, req.height),
+                              .scale = a.control_scales.empty() ? 1.0f
+                                                                : a.control_scales[a.control_scales.size() == 1 ? 0 : k],
+                              .guidance_start = a.control_start,
+                              .guidance_end = a.control_end});
+    }
+    req.guess_mode = a.guess_mode;
+  }
   auto hooks = [&](std::string label) {
     fd::GenerateHooks h;
     if (!a.quiet) h.on_step = fd::progress::bar({.label = std::move(label)});
@@ -207,6 +265,7 @@ void run_generate(B const& be, GenerateArgs const& a) {
   if (!a.compare) {
     auto g = run_accel(sd, req, a.accel, a.keys, a.injection, hooks(a.accel == "none" ? "Origin" : "Faster"));
     print_timing(a.accel == "none" ? "origin" : "faster", g);
+    if (!req.controls.empty()) std::printf("ControlNet runs: %d\n", g.stats.controlnet_runs);
     save_images(a, g, "", a.accel);
     return;
   }
@@ -223,6 +282,9 @@ void run_generate(B const& be, GenerateArgs const& a) {
               psnr_sum / static_cast<double>(base.images.size()));
   print_timing("origin", base);
   print_timing("faster", fast);
+  if (!req.controls.empty()) {
+    std::printf("ControlNet runs: origin %d, faster %d\n", base.stats.controlnet_runs, fast.stats.controlnet_runs);
+  }
   save_images(a, base, "origin", "none");
   save_images(a, fast, "faster", accel);
 }

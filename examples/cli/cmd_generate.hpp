@@ -45,6 +45,12 @@ struct GenerateArgs {
   int steps = 50, height = 0, width = 0, batch = 1, clip_skip = 0, max_decoder_rows = 0;
   float cfg = 7.5f, rescale = 0.0f, eta = 0.0f;
   BackendArgs be;
+  // ControlNet: one --controlnet per net, one --control-image each (or one for all), optional canny.
+  std::vector<std::string> controlnets, control_images;
+  std::vector<float> control_scales;
+  std::string canny;
+  float control_start = 0.0f, control_end = 1.0f;
+  bool guess_mode = false;
   std::uint64_t seed = 42;
   std::vector<std::uint64_t> seeds;
   bool compare = false, no_ftfy = false, quiet = false;

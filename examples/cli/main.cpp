@@ -7,6 +7,7 @@
 
 #include "cmd_bench.hpp"
 #include "cmd_compare.hpp"
+#include "cmd_control.hpp"
 #include "cmd_generate.hpp"
 #include "cmd_png_info.hpp"
 #include "cmd_convert_ldm.hpp"
@@ -49,6 +50,12 @@ int main(int argc, char** argv) {
   fdcli::add_shapes_eval_command(app, shapes_eval_args, run, exit_code);
   std::string png_info_path;
   fdcli::add_png_info_command(app, png_info_path, run);
+  fdcli::CannyArgs canny_args;
+  fdcli::add_canny_command(app, canny_args, run);
+  fdcli::CompareImagesArgs compare_images_args;
+  fdcli::add_compare_images_command(app, compare_images_args, run, exit_code);
+  fdcli::ControlNetFromUnetArgs cn_from_unet_args;
+  fdcli::add_controlnet_from_unet_command(app, cn_from_unet_args, run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

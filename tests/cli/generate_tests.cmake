@@ -69,3 +69,17 @@ add_test(NAME examples.sd_demo
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/examples/run_sd_demo.cmake)
 set_tests_properties(examples.sd_demo PROPERTIES TIMEOUT 900
   PASS_REGULAR_EXPRESSION "Start Generating\nOrigin Pipeline: [0-9.]+ seconds\nFaster Diffusion: [0-9.]+ seconds")
+
+# controlnet_demo: the same way, with the embedded untrained ControlNet and the condition image beside it.
+add_test(NAME examples.controlnet_demo
+         COMMAND ${CMAKE_COMMAND}
+                 -DFD_BUILD_DIR=${PROJECT_BINARY_DIR}
+                 -DDEMO_SOURCE_DIR=${PROJECT_SOURCE_DIR}/examples/controlnet_demo
+                 -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/controlnet_demo
+                 -DGENERATOR=${CMAKE_GENERATOR}
+                 -DCXX_COMPILER=${CMAKE_CXX_COMPILER}
+                 -DDEMO=controlnet_demo
+                 "-DIMAGES=canny_out_origin\;canny_out_faster"
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/examples/run_sd_demo.cmake)
+set_tests_properties(examples.controlnet_demo PROPERTIES TIMEOUT 900
+  PASS_REGULAR_EXPRESSION "Start Generating\nOrigin Pipeline: [0-9.]+ seconds\nFaster Pipeline: [0-9.]+ seconds\nControlNet runs: origin 5[01], faster 9")

@@ -1,0 +1,10 @@
+# cli.canny.*: runs `fasterdiffusion canny` on SRC and counts the pixels where it differs from REF.
+execute_process(COMMAND ${FD} canny --image ${SRC} --output ${OUT} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "canny failed (${rc})")
+endif()
+execute_process(COMMAND ${FD} compare-images ${OUT} ${REF} RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+message("${out}")
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "canny edges differ from OpenCV's: ${out}")
+endif()
