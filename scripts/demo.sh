@@ -14,8 +14,10 @@ jobs="${FD_JOBS:-$(nproc)}"
 bash scripts/install-deps.sh
 
 echo "demo.sh: configuring ${build_dir} (Release)"
-# Only the CLI: the tests (which need the golden fixtures) are scripts/test.sh's business.
-cmake -S . -B "${build_dir}" -DCMAKE_BUILD_TYPE=Release -DFD_BUILD_TESTS=OFF -DFD_BUILD_BENCHMARKS=OFF
+# Only the CLI: the tests (which need the golden fixtures) are scripts/test.sh's business. The demo runs on
+# the CPU, so the CUDA backend (minutes of nvcc where a toolkit is installed) is not built here.
+cmake -S . -B "${build_dir}" -DCMAKE_BUILD_TYPE=Release -DFD_BUILD_TESTS=OFF -DFD_BUILD_BENCHMARKS=OFF \
+      -DFD_WITH_CUDA=OFF
 echo "demo.sh: building the fasterdiffusion CLI with ${jobs} jobs"
 cmake --build "${build_dir}" -j"${jobs}" --target fasterdiffusion
 
