@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "fd/backend/detail/timestep_values.hpp"
 #include "ops_common.hpp"
 
 namespace fd::backend {
@@ -155,28 +156,9 @@ CudaTensor tile_halves(Cuda const& be, CudaTensor const& x, int halves, int time
 
 CudaTensor timestep_embedding(Cuda const& be, std::span<float const> timesteps, int dim, bool flip_sin_to_cos,
                               float downscale_freq_shift, float max_period) {
-  // A few hundred values: computed on the host exactly as the CPU backend does (same libm), uploaded.
-  if (dim <= 0) fail(Errc::kInvalidArgument, "timestep_embedding: dim must be positive");
-  int const half = dim / 2;
-  auto const n = static_cast<i64>(timesteps.size());
-  std::vector<float> host(static_cast<std::size_t>(n * dim), 0.0f);
-  std::vector<float> freq(static_cast<std::size_t>(half));
-  float const neg_log = -std::log(max_period);
-  for (int i = 0; i < half; ++i) {
-    float const e = (neg_log * static_cast<float>(i)) / (static_cast<float>(half) - downscale_freq_shift);
-    freq[static_cast<std::size_t>(i)] = static_cast<float>(std::exp(static_cast<double>(e)));
-  }
-  for (i64 b = 0; b < n; ++b) {
-    float* row = host.data() + b * dim;
-    for (int i = 0; i < half; ++i) {
-      float const arg = timesteps[static_cast<std::size_t>(b)] * freq[static_cast<std::size_t>(i)];
-      auto const s = static_cast<float>(std::sin(static_cast<double>(arg)));
-      auto const c = static_cast<float>(std::cos(static_cast<double>(arg)));
-      row[i] = flip_sin_to_cos ? c : s;
-      row[half + i] = flip_sin_to_cos ? s : c;
-    }
-  }
-  return CudaTensor::from_host(be, {n, dim}, host);
+  // A few hundred values: computed on the host as the CPU backend does (same code, same libm), uploaded.
+  std::vector<float> const v = detail::timestep_values(timesteps, dim, flip_sin_to_cos, downscale_freq_shift, max_period);
+  return CudaTensor::from_host(be, {static_cast<i64>(timesteps.size()), dim}, v);
 }
 
 void add_rows_(Cuda const& be, CudaTensor& x, CudaTensor const& bias) {

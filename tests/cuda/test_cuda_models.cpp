@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/compare.hpp"
+#include "cuda/cuda_test_common.hpp"
 #include "fd/backend/cpu/ops.hpp"
 #include "fd/backend/cuda/graph.hpp"
 #include "fd/backend/cuda/ops.hpp"
@@ -18,20 +19,11 @@
 #include "fd/pipelines/sampler.hpp"
 #include "fd/schedulers/all.hpp"
 
-using C = fd::backend::Cpu;
-using G = fd::backend::Cuda;
-using TC = fd::Tensor<C>;
-using TG = fd::Tensor<G>;
+using namespace fdtest::cuda;
 using fd::DType;
 
 namespace {
 
-C& cpu() {
-  static C c{{.threads = 2}};
-  return c;
-}
-
-TC down(G const& g, TG const& t) { return TC::from_host(cpu(), t.shape(), t.to_vector_f32(g)); }
 
 std::string unet_dir() { return fdtest::fixtures_dir() + "/unet_tiny_sd"; }
 

@@ -10,22 +10,15 @@
 #include <vector>
 
 #include "common/compare.hpp"
+#include "cuda/cuda_test_common.hpp"
 #include "fd/backend/cpu/ops.hpp"
 #include "fd/backend/cuda/ops.hpp"
 #include "fd/nn/init.hpp"
 
-using C = fd::backend::Cpu;
-using G = fd::backend::Cuda;
-using TC = fd::Tensor<C>;
-using TG = fd::Tensor<G>;
+using namespace fdtest::cuda;
 using fd::DType;
 
 namespace {
-
-C& cpu() {
-  static C c{{.threads = 2}};
-  return c;
-}
 
 G& gpu(DType dt) {
   static std::map<DType, G> gs;
@@ -52,7 +45,6 @@ TC rounded(TC const& t, DType dt) { return t.to(cpu(), dt).to(cpu(), DType::kF32
 TG up(G& g, TC const& t) {
   return fd::backend::cast(g, TG::from_host(g, t.shape(), t.contiguous(cpu()).to_vector_f32(cpu())), g.dtype());
 }
-TC down(G& g, TG const& t) { return TC::from_host(cpu(), t.shape(), t.to_vector_f32(g)); }
 
 double tol(DType dt, double f32) { return dt == DType::kF32 ? f32 : dt == DType::kF16 ? 1e-2 : 4e-2; }
 

@@ -8,6 +8,8 @@
 #include <span>
 #include <vector>
 
+#include "fd/backend/detail/timestep_values.hpp"
+
 #ifndef FD_CPU_OPS_INTERNAL
 #define FD_CPU_OPS_INTERNAL
 #endif
@@ -243,33 +245,12 @@ inline Tensor<Cpu> tile_halves(Cpu const& be, Tensor<Cpu> const& x, int halves, 
   return y;
 }
 
-/// Sinusoidal timestep embedding [N, dim] as diffusers' Timesteps computes it in float32:
-/// freq_i = exp(-ln(10000) * i / (dim/2 - shift)), arg = t * freq_i rounded to float32,
-/// emb = [sin(arg), cos(arg)] (or [cos, sin] with flip_sin_to_cos); odd dim gets a zero column.
+/// Sinusoidal timestep embedding [N, dim] (values: backend/detail/timestep_values.hpp).
 inline Tensor<Cpu> timestep_embedding(Cpu const& be, std::span<float const> timesteps, int dim, bool flip_sin_to_cos,
                                       float downscale_freq_shift, float max_period = 10000.0f) {
-  if (dim <= 0) fail(Errc::kInvalidArgument, "timestep_embedding: dim must be positive");
-  int const half = dim / 2;
-  auto const n = static_cast<std::int64_t>(timesteps.size());
-  Tensor<Cpu> y = Tensor<Cpu>::zeros(be, {n, dim});
-  std::vector<float> freq(static_cast<std::size_t>(half));
-  float const neg_log = -std::log(max_period);
-  for (int i = 0; i < half; ++i) {
-    float const e = (neg_log * static_cast<float>(i)) / (static_cast<float>(half) - downscale_freq_shift);
-    freq[static_cast<std::size_t>(i)] = static_cast<float>(std::exp(static_cast<double>(e)));
-  }
-  float* yd = y.data<float>();
-  for (std::int64_t b = 0; b < n; ++b) {
-    float* row = yd + b * dim;
-    for (int i = 0; i < half; ++i) {
-      float const arg = timesteps[static_cast<std::size_t>(b)] * freq[static_cast<std::size_t>(i)];
-      auto const s = static_cast<float>(std::sin(static_cast<double>(arg)));
-      auto const c = static_cast<float>(std::cos(static_cast<double>(arg)));
-      row[i] = flip_sin_to_cos ? c : s;
-      row[half + i] = flip_sin_to_cos ? s : c;
-    }
-  }
-  return y;
+  std::vector<float> const v = backend::detail::timestep_values(timesteps, dim, flip_sin_to_cos, downscale_freq_shift,
+                                                                max_period);
+  return Tensor<Cpu>::from_host(be, {static_cast<std::int64_t>(timesteps.size()), dim}, v);
 }
 
 /// x[N, C] += bias[C] on every row.
