@@ -37,7 +37,10 @@ struct JpegError {
   std::longjmp(err->jump, 1);
 }
 
-inline void jpeg_quiet(j_common_ptr, int) {}
+// Counts warnings (level < 0: corrupt data, premature end) without printing them; read_jpeg fails on any.
+inline void jpeg_quiet(j_common_ptr cinfo, int level) {
+  if (level < 0) ++cinfo->err->num_warnings;
+}
 
 struct JpegRead {
   jpeg_decompress_struct cinfo;
