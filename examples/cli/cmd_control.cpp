@@ -23,14 +23,6 @@
 
 namespace fdcli {
 
-bool have_canny() {
-#if defined(FD_CLI_HAVE_OPENCV)
-  return true;
-#else
-  return false;
-#endif
-}
-
 fd::io::Rgb8 canny_edges(fd::io::Rgb8 const& rgb, double low, double high) {
 #if defined(FD_CLI_HAVE_OPENCV)
   // The reference passes np.array(PIL image): 3 interleaved channels in R, G, B order. OpenCV's Canny on

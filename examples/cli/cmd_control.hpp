@@ -13,9 +13,6 @@
 
 namespace fdcli {
 
-/// Whether this build can compute Canny edges (OpenCV's imgproc was found at configure time).
-bool have_canny();
-
 /// cv2.Canny(rgb_array, low, high) with its defaults (aperture 3, L1 gradient) on the RGB image, the
 /// single edge channel repeated three times, as the reference demo feeds the ControlNet.
 fd::io::Rgb8 canny_edges(fd::io::Rgb8 const& rgb, double low, double high);
